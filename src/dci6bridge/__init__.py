@@ -1,0 +1,128 @@
+"""dci6bridge: sell dedicated servers managed by ISPsystem DCImanager 6 from Python.
+
+Everything public is importable from here (see ``__all__``). Names are resolved lazily so
+``import dci6bridge`` stays cheap and optional backends (PostgreSQL) load only when used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# name -> module that defines it (relative to this package)
+_EXPORTS: dict[str, str] = {
+    # errors
+    **{
+        name: ".errors"
+        for name in (
+            "APIConnectionError",
+            "APIStatusError",
+            "APITimeoutError",
+            "AuthenticationError",
+            "BadRequestError",
+            "ConfigError",
+            "ConflictError",
+            "Dci6BridgeError",
+            "InvalidRequest",
+            "LeaseLost",
+            "NotFoundError",
+            "OperationError",
+            "OperationFailedError",
+            "OperationTimeoutError",
+            "PermissionDeniedError",
+            "ResponseValidationError",
+            "SelectionError",
+            "ServerError",
+            "ServiceNotFound",
+            "ServiceUnavailableError",
+            "SpecMismatch",
+            "StaleState",
+            "StoreError",
+        )
+    },
+    "Secret": ".secret",
+    # client
+    "Client": ".client",
+    "AsyncClient": ".client",
+    "RetryPolicy": ".client",
+    "Q": ".client",
+    **{
+        name: ".client.models"
+        for name in (
+            "ActionResult",
+            "ConfigurationCount",
+            "ConnectionCheck",
+            "IpPool",
+            "Location",
+            "Operation",
+            "OperationStatus",
+            "OsTemplate",
+            "PowerStatus",
+            "Server",
+            "ServerIp",
+            "SwitchConnection",
+            "User",
+        )
+    },
+}
+
+__all__ = sorted(["__version__", *_EXPORTS])
+
+if TYPE_CHECKING:
+    from .client import AsyncClient, Client, Q, RetryPolicy
+    from .client.models import (
+        ActionResult,
+        ConfigurationCount,
+        ConnectionCheck,
+        IpPool,
+        Location,
+        Operation,
+        OperationStatus,
+        OsTemplate,
+        PowerStatus,
+        Server,
+        ServerIp,
+        SwitchConnection,
+        User,
+    )
+    from .errors import (
+        APIConnectionError,
+        APIStatusError,
+        APITimeoutError,
+        AuthenticationError,
+        BadRequestError,
+        ConfigError,
+        ConflictError,
+        Dci6BridgeError,
+        InvalidRequest,
+        LeaseLost,
+        NotFoundError,
+        OperationError,
+        OperationFailedError,
+        OperationTimeoutError,
+        PermissionDeniedError,
+        ResponseValidationError,
+        SelectionError,
+        ServerError,
+        ServiceNotFound,
+        ServiceUnavailableError,
+        SpecMismatch,
+        StaleState,
+        StoreError,
+    )
+    from .secret import Secret
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dci6bridge' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
