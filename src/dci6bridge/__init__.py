@@ -66,6 +66,27 @@ _EXPORTS: dict[str, str] = {
             "User",
         )
     },
+    # domain and selection
+    **{n: ".domain" for n in ("Catalog", "DataCenter", "Order", "ProcessingModule", "Tariff")},
+    **{n: ".selection" for n in ("Rejection", "Selection", "select_module")},
+    # stores
+    **{
+        n: ".stores"
+        for n in (
+            "DepartmentTask",
+            "MemoryStore",
+            "PostgresStore",
+            "SQLiteStore",
+            "StatusStore",
+            "Transition",
+            "open_store",
+        )
+    },
+    # orchestrator
+    **{
+        n: ".provisioning"
+        for n in ("Event", "Provisioner", "Service", "ServiceState", "ServiceStatus", "Worker")
+    },
 }
 
 __all__ = sorted(["__version__", *_EXPORTS])
@@ -112,7 +133,19 @@ if TYPE_CHECKING:
         StaleState,
         StoreError,
     )
+    from .domain import Catalog, DataCenter, Order, ProcessingModule, Tariff
+    from .provisioning import Event, Provisioner, Service, ServiceState, ServiceStatus, Worker
     from .secret import Secret
+    from .selection import Rejection, Selection, select_module
+    from .stores import (
+        DepartmentTask,
+        MemoryStore,
+        PostgresStore,
+        SQLiteStore,
+        StatusStore,
+        Transition,
+        open_store,
+    )
 
 
 def __getattr__(name: str) -> Any:
