@@ -1,0 +1,557 @@
+"""Prove a provisioning deployment correct under failure: an invariant checker and a
+process nemesis.
+
+This is the harness dci6bridge's own chaos suites use (``tests/chaos/``), shipped so a
+billing integration can run the same checks against its own setup. It has two parts:
+
+* :func:`check_invariants` compares what the status store recorded (services, their
+  transition history, server reservations, department tasks) with what DCImanager really
+  holds (a :class:`RemoteTruth`, e.g. :meth:`RemoteTruth.from_fake` of the simulator) and
+  returns every violation of the durability invariants I1-I5 of ``docs/durability.md``;
+* :class:`WorkerFleet` runs worker processes and plays the nemesis against them: SIGKILL
+  a random worker, freeze one past its lease (SIGSTOP … SIGCONT), restart the dead.
+
+Neither part imports the orchestrator: the checker reads only the store's ledger and the
+remote truth, so it judges the orchestrator from the outside.
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import attrs
+
+from dci6bridge.stores.base import StatusStore, StoredService, Transition
+
+__all__ = [
+    "DEFAULT_TARGETS",
+    "InvariantReport",
+    "RemoteTruth",
+    "Violation",
+    "WorkerFleet",
+    "check_history",
+    "check_invariants",
+    "format_history",
+    "read_marker",
+]
+
+#: Where a service must end for each ``desired`` value billing can ask for (I1), as the
+#: store spells states.
+DEFAULT_TARGETS: Mapping[str, str] = {
+    "active": "active",
+    "suspended": "suspended",
+    "closed": "closed",
+}
+
+
+@attrs.frozen
+class Violation:
+    """One broken invariant: ``invariant`` is ``"I1"`` … ``"I5"``, ``service_id`` the
+    service it concerns (``None`` for a remote object no service records)."""
+
+    invariant: str
+    service_id: str | None
+    message: str
+
+    def __str__(self) -> str:
+        who = self.service_id if self.service_id is not None else "-"
+        return f"{self.invariant} [{who}] {self.message}"
+
+
+@attrs.frozen
+class RemoteTruth:
+    """What DCImanager really holds, reduced to what the invariants need.
+
+    ``owners`` maps every server id to its owner's email (``None`` when free);
+    ``users`` lists every user as ``(user_id, email)``; ``installs`` counts the OS
+    installs ever started per server id.
+    """
+
+    owners: Mapping[int, str | None]
+    users: Sequence[tuple[int, str]]
+    installs: Mapping[int, int]
+
+    @classmethod
+    def from_fake(cls, fake: Any) -> RemoteTruth:
+        """Snapshot the ground truth of a :class:`~dci6bridge.testing.FakeDCImanager`."""
+        state = fake.state
+        owners = {int(s.id): s.owner_email for s in state.servers.values()}
+        users = [(int(u.id), str(u.email)) for u in state.users.values()]
+        installs = {int(sid): len(ops) for sid, ops in state.installs.items()}
+        return cls(owners=owners, users=users, installs=installs)
+
+    def user_emails(self) -> dict[str, list[int]]:
+        """Email → ids of every user with that email (more than one is a duplicate)."""
+        by_email: dict[str, list[int]] = collections.defaultdict(list)
+        for uid, email in self.users:
+            by_email[email.lower()].append(uid)
+        return dict(by_email)
+
+
+@attrs.frozen
+class InvariantReport:
+    """The outcome of :func:`check_invariants`: ``ok`` when ``violations`` is empty."""
+
+    violations: tuple[Violation, ...]
+    services: int
+    counts: Mapping[str, int]
+
+    @property
+    def ok(self) -> bool:
+        """``True`` when no invariant is broken."""
+        return not self.violations
+
+    def by_invariant(self) -> dict[str, int]:
+        """Number of violations per invariant name."""
+        return dict(collections.Counter(v.invariant for v in self.violations))
+
+    def offenders(self) -> list[str]:
+        """Service ids named by a violation, each once, in order of first mention."""
+        seen: dict[str, None] = {}
+        for v in self.violations:
+            if v.service_id is not None:
+                seen.setdefault(v.service_id, None)
+        return list(seen)
+
+    def format(self, store: StatusStore | None = None, *, limit: int = 3) -> str:
+        """A readable failure message: the violations, then (given the store) the
+        transition log of the first ``limit`` offending services."""
+        lines = [
+            f"{len(self.violations)} invariant violation(s) over {self.services} services "
+            f"{self.by_invariant()}:"
+        ]
+        lines += [f"  {v}" for v in self.violations[:50]]
+        if len(self.violations) > 50:
+            lines.append(f"  ... and {len(self.violations) - 50} more")
+        if store is not None:
+            for sid in self.offenders()[:limit]:
+                lines.append(f"transition log of {sid}:")
+                lines.append(format_history(store, sid))
+        return "\n".join(lines)
+
+
+def format_history(store: StatusStore, service_id: str) -> str:
+    """The service row and its transitions, one per line (no secrets are stored there)."""
+    row = store.get(service_id)
+    lines = []
+    if row is None:
+        lines.append("  (no such service)")
+    else:
+        lines.append(
+            f"  row: state={row.state} version={row.version} desired={row.desired} "
+            f"server={row.server_id} user={row.user_id} op={row.op_id} "
+            f"attempts={row.attempts} last_error={row.last_error!r}"
+        )
+    for t in store.history(service_id):
+        lines.append(
+            f"  v{t.version:<3} {t.from_state} -> {t.to_state}  epoch={t.epoch} "
+            f"worker={t.worker} at={t.at:.3f} {dict(t.detail)}"
+        )
+    return "\n".join(lines)
+
+
+def check_history(
+    service: StoredService, history: Sequence[Transition], *, initial_state: str
+) -> list[Violation]:
+    """I2 for one service: versions ``1..n`` without gaps, each ``from_state`` equal to
+    the previous ``to_state`` (the first to ``initial_state``), and the row's
+    ``(version, state)`` equal to the last history entry."""
+    sid = service.service_id
+    out: list[Violation] = []
+    previous = initial_state
+    for expected_version, t in enumerate(history, start=1):
+        if t.version != expected_version:
+            out.append(
+                Violation(
+                    "I2",
+                    sid,
+                    f"history version {t.version} where {expected_version} "
+                    f"was due (gap or duplicate)",
+                )
+            )
+        if t.from_state != previous:
+            out.append(
+                Violation(
+                    "I2",
+                    sid,
+                    f"v{t.version} starts from {t.from_state!r} but the "
+                    f"previous transition ended in {previous!r}",
+                )
+            )
+        previous = t.to_state
+    if service.version != len(history):
+        out.append(
+            Violation("I2", sid, f"row version {service.version} but {len(history)} history rows")
+        )
+    if service.state != previous:
+        out.append(
+            Violation(
+                "I2", sid, f"row state {service.state!r} but the history ends in {previous!r}"
+            )
+        )
+    return out
+
+
+def check_invariants(
+    store: StatusStore,
+    truth: RemoteTruth,
+    *,
+    customer_emails: Mapping[str, str] | None = None,
+    initial_state: str = "pending",
+    targets: Mapping[str, str] = DEFAULT_TARGETS,
+    installs_per_service: int = 1,
+) -> InvariantReport:
+    """Check I1-I5 between the store's ledger and DCImanager's ground truth.
+
+    ``customer_emails`` maps each service id to the email of the DCImanager user that
+    must own its server (the order's customer); users and servers of other emails (the
+    administrator, outsiders) are ignored except as owners of our servers.
+
+    * **I1** every service is in the state its ``desired`` asks for (``targets``), or
+      has an open department task saying why not;
+    * **I2** every history chain is gap-free and ends in the row's state
+      (:func:`check_history`);
+    * **I3** no server is recorded by two services, no service holds two reservations,
+      and every settled service's server is owned remotely by its own customer;
+    * **I4** one remote user per customer email, and at most ``installs_per_service``
+      OS installs on a service's server;
+    * **I5** no orphans: no server owned by one of our customers that no service
+      records, no reservation of a service that records another server.
+    """
+    services = store.services()
+    emails = dict(customer_emails or {})
+    open_tasks: dict[str, list[str]] = collections.defaultdict(list)
+    for task in store.tasks():
+        if task.resolved_at is None:
+            open_tasks[task.service_id].append(f"{task.kind}: {task.reason}")
+    users_by_email = truth.user_emails()
+    user_email_by_id = {uid: email.lower() for uid, email in truth.users}
+    out: list[Violation] = []
+    counts: collections.Counter[str] = collections.Counter()
+
+    # I1, I2 per service
+    for svc in services:
+        sid = svc.service_id
+        counts[svc.state] += 1
+        target = targets.get(svc.desired, svc.desired)
+        if svc.state != target and not open_tasks.get(sid):
+            out.append(
+                Violation(
+                    "I1",
+                    sid,
+                    f"state {svc.state!r} (desired {svc.desired!r}) "
+                    f"and no open department task; last_error={svc.last_error!r}",
+                )
+            )
+        out += check_history(svc, store.history(sid), initial_state=initial_state)
+
+    # I3: store side, one server per service and one service per server
+    holders: dict[int, list[str]] = collections.defaultdict(list)
+    for svc in services:
+        if svc.server_id is not None and svc.state != targets.get("closed", "closed"):
+            holders[svc.server_id].append(svc.service_id)
+    for server_id, sids in holders.items():
+        if len(sids) > 1:
+            for sid in sids:
+                out.append(Violation("I3", sid, f"server {server_id} recorded by services {sids}"))
+    claims = store.server_claims()
+    by_service = {svc.service_id: svc for svc in services}
+    for server_id, sid in claims.items():
+        claimant = by_service.get(sid)
+        if claimant is None:
+            out.append(
+                Violation("I5", sid, f"reservation of server {server_id} by an unknown service")
+            )
+        elif claimant.server_id is not None and claimant.server_id != server_id:
+            out.append(
+                Violation(
+                    "I5", sid, f"reserves server {server_id} but records server {claimant.server_id}"
+                )
+            )
+
+    # I3 / I4: remote side of every service that reached its target
+    active_state = targets.get("active", "active")
+    suspended_state = targets.get("suspended", "suspended")
+    recorded_servers = set(holders)
+    for svc in services:
+        sid = svc.service_id
+        email = emails.get(sid)
+        if svc.state in (active_state, suspended_state):
+            if svc.server_id is None:
+                out.append(Violation("I3", sid, f"{svc.state} without a server"))
+                continue
+            owner = truth.owners.get(svc.server_id)
+            if email is not None and (owner or "").lower() != email.lower():
+                out.append(
+                    Violation(
+                        "I3",
+                        sid,
+                        f"server {svc.server_id} is owned remotely by "
+                        f"{owner!r}, not by the customer {email!r}",
+                    )
+                )
+            if svc.user_id is not None and user_email_by_id.get(svc.user_id) != (
+                (owner or "").lower() or None
+            ):
+                out.append(
+                    Violation(
+                        "I4",
+                        sid,
+                        f"records user {svc.user_id}, which is not the "
+                        f"owner {owner!r} of server {svc.server_id}",
+                    )
+                )
+            n_installs = truth.installs.get(svc.server_id, 0)
+            if n_installs != installs_per_service:
+                out.append(
+                    Violation(
+                        "I4",
+                        sid,
+                        f"server {svc.server_id} had {n_installs} OS "
+                        f"installs, expected {installs_per_service}",
+                    )
+                )
+        elif svc.server_id is not None and truth.installs.get(svc.server_id, 0) > (
+            installs_per_service
+        ):
+            out.append(
+                Violation(
+                    "I4",
+                    sid,
+                    f"server {svc.server_id} had {truth.installs[svc.server_id]} OS installs",
+                )
+            )
+
+    # I4: one remote user per customer
+    ours = {e.lower() for e in emails.values()}
+    services_of_email: dict[str, list[str]] = collections.defaultdict(list)
+    for sid, email in emails.items():
+        services_of_email[email.lower()].append(sid)
+    for email in sorted(ours):
+        ids = users_by_email.get(email, [])
+        if len(ids) > 1:
+            out.append(
+                Violation(
+                    "I4",
+                    services_of_email[email][0],
+                    f"{len(ids)} remote users with email {email!r}: {sorted(ids)}",
+                )
+            )
+
+    # I5: servers owned by our customers that no service records
+    for server_id, owner in sorted(truth.owners.items()):
+        if owner is not None and owner.lower() in ours and server_id not in recorded_servers:
+            out.append(
+                Violation(
+                    "I5",
+                    None,
+                    f"server {server_id} is owned by our customer "
+                    f"{owner!r} but no service records it (orphan)",
+                )
+            )
+    # I4 again from the server side: an install on a server no service records
+    for server_id, n in sorted(truth.installs.items()):
+        if (
+            n
+            and server_id not in recorded_servers
+            and (truth.owners.get(server_id) or "").lower() in ours
+        ):
+            out.append(
+                Violation(
+                    "I4", None, f"server {server_id} got {n} OS installs but no service records it"
+                )
+            )
+
+    return InvariantReport(violations=tuple(out), services=len(services), counts=dict(counts))
+
+
+# --------------------------------------------------------------------------- nemesis
+
+
+@attrs.define
+class _Member:
+    slot: int
+    proc: subprocess.Popen[bytes]
+    log: IO[bytes]
+    started: float
+
+
+class WorkerFleet:
+    """Keep ``size`` worker processes running and hurt them on request.
+
+    ``argv_for(slot)`` builds the command line of the worker in a slot (``slot`` is
+    ``0 … size-1``; a restarted worker gets the same slot and a fresh process), ``env``
+    is its environment. Output of each process goes to ``log_dir/worker-<slot>.log``
+    (appended across restarts). Counters: ``kills`` (SIGKILLs sent), ``pauses``,
+    ``crashes`` (exits with status 137, i.e. a failpoint fired), ``exits`` (every exit
+    by status), ``restarts``.
+
+    Only processes this object started are ever signalled, by pid.
+    """
+
+    def __init__(
+        self,
+        argv_for: Callable[[int], Sequence[str]],
+        *,
+        size: int,
+        env: Mapping[str, str],
+        log_dir: Path,
+        rng: random.Random,
+    ) -> None:
+        if size < 1:
+            raise ValueError(f"size: {size!r} is not a positive number of workers")
+        self._argv_for = argv_for
+        self._size = size
+        self._env = dict(env)
+        self._log_dir = Path(log_dir)
+        self._rng = rng
+        self._members: dict[int, _Member] = {}
+        self._lock = threading.Lock()
+        self._paused: set[int] = set()
+        self.kills = 0
+        self.pauses = 0
+        self.crashes = 0
+        self.restarts = 0
+        self.exits: collections.Counter[int] = collections.Counter()
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Start every slot."""
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            for slot in range(self._size):
+                self._spawn(slot)
+
+    def _spawn(self, slot: int) -> None:
+        log = (self._log_dir / f"worker-{slot}.log").open("ab")
+        proc = subprocess.Popen(
+            list(self._argv_for(slot)),
+            env=self._env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        self._members[slot] = _Member(slot, proc, log, time.monotonic())
+
+    def reap(self, *, restart: bool = True) -> int:
+        """Collect every worker that has exited, count why, and (by default) start a
+        fresh one in its slot. Returns how many had exited."""
+        died = 0
+        with self._lock:
+            for slot, m in list(self._members.items()):
+                code = m.proc.poll()
+                if code is None:
+                    continue
+                died += 1
+                m.log.close()
+                self.exits[code] += 1
+                if code == 137:
+                    self.crashes += 1
+                del self._members[slot]
+                if restart:
+                    self.restarts += 1
+                    self._spawn(slot)
+        return died
+
+    def stop(self, *, timeout: float = 10.0) -> None:
+        """SIGTERM every worker (graceful shutdown), SIGKILL those still alive after
+        ``timeout`` seconds, and collect them all."""
+        with self._lock:
+            members = list(self._members.values())
+            for m in members:
+                if m.slot in self._paused:
+                    m.proc.send_signal(signal.SIGCONT)
+                if m.proc.poll() is None:
+                    m.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            for m in members:
+                try:
+                    m.proc.wait(max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    m.proc.kill()
+                    m.proc.wait()
+                code = m.proc.returncode
+                self.exits[code] += 1
+                if code == 137:
+                    self.crashes += 1
+                m.log.close()
+            self._members.clear()
+            self._paused.clear()
+
+    def __enter__(self) -> WorkerFleet:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ nemesis
+    def _pick(self) -> _Member | None:
+        alive = [
+            m
+            for m in self._members.values()
+            if m.proc.poll() is None and m.slot not in self._paused
+        ]
+        return self._rng.choice(alive) if alive else None
+
+    def kill_random(self) -> int | None:
+        """SIGKILL one running worker chosen at random; returns its slot."""
+        with self._lock:
+            m = self._pick()
+            if m is None:
+                return None
+            m.proc.send_signal(signal.SIGKILL)
+            self.kills += 1
+            return m.slot
+
+    def pause_random(self, seconds: float) -> int | None:
+        """Freeze one running worker (SIGSTOP) for ``seconds``, then let it go on
+        (SIGCONT) from a timer thread: a stall past its lease, as a long GC pause or a
+        swapped-out VM would cause. Returns its slot."""
+        with self._lock:
+            m = self._pick()
+            if m is None:
+                return None
+            m.proc.send_signal(signal.SIGSTOP)
+            self._paused.add(m.slot)
+            self.pauses += 1
+        timer = threading.Timer(seconds, self._resume, args=(m,))
+        timer.daemon = True
+        timer.start()
+        return m.slot
+
+    def _resume(self, m: _Member) -> None:
+        with self._lock:
+            if m.proc.poll() is None:
+                m.proc.send_signal(signal.SIGCONT)
+            self._paused.discard(m.slot)
+
+    @property
+    def alive(self) -> int:
+        """Workers currently running."""
+        with self._lock:
+            return sum(1 for m in self._members.values() if m.proc.poll() is None)
+
+    def summary(self) -> str:
+        """One line: kills, pauses, failpoint crashes, restarts and exit statuses."""
+        return (
+            f"kills={self.kills} pauses={self.pauses} failpoint_crashes={self.crashes} "
+            f"restarts={self.restarts} exits={dict(sorted(self.exits.items()))}"
+        )
+
+
+def read_marker(path: Path) -> list[str]:
+    """Failpoint names appended to a ``DCI6BRIDGE_FAILPOINT_MARKER`` file, in order."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    return [line.strip() for line in text.splitlines() if line.strip()]
