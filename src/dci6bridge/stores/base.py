@@ -14,7 +14,7 @@ guarantees that
   one server (:meth:`StatusStore.reserve_server`).
 
 Times are POSIX seconds from the store's clock (:meth:`StatusStore.now`), injectable for
-tests. See ``reference/durability.md`` §5–§8 for the design this follows.
+tests. See ``reference/durability.md`` §5-§8 for the design this follows.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from typing import Any, Protocol, runtime_checkable
 import attrs
 
 __all__ = [
+    "PATCHABLE",
     "DepartmentTask",
     "Lease",
     "NewOutbox",
     "NewTask",
     "OutboxMsg",
-    "PATCHABLE",
     "StatusStore",
     "StoredService",
     "Transition",

@@ -1,0 +1,42 @@
+"""Pluggable status stores: where the orchestrator keeps services, leases and history.
+
+:func:`open_store` picks one from a URL. All of them implement
+:class:`~dci6bridge.stores.base.StatusStore` with exactly the same semantics:
+
+* :class:`MemoryStore` — tests, examples, one-process scripts;
+* :class:`SQLiteStore` — the embedded default: WAL, ``BEGIN IMMEDIATE``, safe for several
+  worker processes on one host;
+* :class:`PostgresStore` — psycopg 3, ``FOR UPDATE SKIP LOCKED`` claims, for many workers on
+  many hosts (install the ``postgres`` extra).
+"""
+
+from __future__ import annotations
+
+from ._url import open_store, redact_url
+from .base import (
+    PATCHABLE,
+    DepartmentTask,
+    Lease,
+    NewOutbox,
+    NewTask,
+    OutboxMsg,
+    StatusStore,
+    StoredService,
+    Transition,
+)
+from .memory import MemoryStore
+
+__all__ = [
+    "PATCHABLE",
+    "DepartmentTask",
+    "Lease",
+    "MemoryStore",
+    "NewOutbox",
+    "NewTask",
+    "OutboxMsg",
+    "StatusStore",
+    "StoredService",
+    "Transition",
+    "open_store",
+    "redact_url",
+]

@@ -1,0 +1,204 @@
+"""How store records become rows and back, the same way in every backend.
+
+Every backend keeps a service as a flat row of columns (:data:`SERVICE_COLUMNS`) with its
+``spec`` and ``data`` as canonical JSON text. Keeping the memory store on the same rows as
+the SQL stores means a caller can never mutate a stored record through a returned dict,
+and all three backends hand back exactly the same values (lists, not tuples; str keys).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from dci6bridge._validate import show
+from dci6bridge.errors import ConfigError
+from dci6bridge.secret import Secret
+
+from .base import DepartmentTask, OutboxMsg, StoredService, Transition
+
+__all__ = [
+    "SERVICE_COLUMNS",
+    "canonical_json",
+    "digest",
+    "outbox_from_row",
+    "service_from_row",
+    "service_to_row",
+    "task_from_row",
+    "transition_from_row",
+]
+
+#: Column order of the ``services`` table.
+SERVICE_COLUMNS: tuple[str, ...] = (
+    "service_id",
+    "spec_json",
+    "spec_hash",
+    "state",
+    "version",
+    "desired",
+    "desired_seq",
+    "runnable",
+    "not_before",
+    "attempts",
+    "last_error",
+    "module",
+    "server_id",
+    "user_id",
+    "op_id",
+    "failed_from",
+    "data_json",
+    "lease_owner",
+    "lease_epoch",
+    "lease_until",
+    "created_at",
+    "updated_at",
+)
+
+
+def _refuse(value: Any) -> Any:
+    if isinstance(value, Secret):
+        raise TypeError("a Secret cannot be stored; store a reference to it instead")
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def canonical_json(value: Any, *, field: str) -> str:
+    """Sorted-key, compact JSON. Raises :class:`ConfigError` naming ``field`` for values
+    that JSON cannot hold (sets, objects, NaN, a :class:`~dci6bridge.Secret`)."""
+    try:
+        return json.dumps(
+            value,
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+            allow_nan=False,
+            default=_refuse,
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{field}: cannot be stored as JSON ({exc})") from None
+
+
+def digest(text: str) -> str:
+    """sha256 hex of canonical JSON text: the spec and request-params hash."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_mapping(value: Any, *, field: str) -> str:
+    """Canonical JSON of a str-keyed mapping, or :class:`ConfigError` naming ``field``."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{field}: expected a mapping, got {show(value)}")
+    for key in value:
+        if not isinstance(key, str):
+            raise ConfigError(f"{field}: keys must be strings, got {show(key)}")
+    return canonical_json(value, field=field)
+
+
+def _float(value: Any) -> float:
+    result = float(value)
+    if math.isnan(result):
+        raise ValueError("NaN time in store row")
+    return result
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def service_from_row(row: Mapping[str, Any]) -> StoredService:
+    """A :class:`StoredService` from a ``services`` row (SQLite ints become bools)."""
+    return StoredService(
+        service_id=row["service_id"],
+        spec=json.loads(row["spec_json"]),
+        spec_hash=row["spec_hash"],
+        state=row["state"],
+        version=int(row["version"]),
+        desired=row["desired"],
+        desired_seq=int(row["desired_seq"]),
+        runnable=bool(row["runnable"]),
+        not_before=_float(row["not_before"]),
+        attempts=int(row["attempts"]),
+        last_error=row["last_error"],
+        module=row["module"],
+        server_id=_opt_int(row["server_id"]),
+        user_id=_opt_int(row["user_id"]),
+        op_id=_opt_int(row["op_id"]),
+        failed_from=row["failed_from"],
+        data=json.loads(row["data_json"]),
+        lease_owner=row["lease_owner"],
+        lease_epoch=int(row["lease_epoch"]),
+        lease_until=_float(row["lease_until"]),
+        created_at=_float(row["created_at"]),
+        updated_at=_float(row["updated_at"]),
+    )
+
+
+def service_to_row(service: StoredService) -> dict[str, Any]:
+    """The ``services`` row of a record (inverse of :func:`service_from_row`)."""
+    return {
+        "service_id": service.service_id,
+        "spec_json": canonical_json(service.spec, field="spec"),
+        "spec_hash": service.spec_hash,
+        "state": service.state,
+        "version": service.version,
+        "desired": service.desired,
+        "desired_seq": service.desired_seq,
+        "runnable": service.runnable,
+        "not_before": service.not_before,
+        "attempts": service.attempts,
+        "last_error": service.last_error,
+        "module": service.module,
+        "server_id": service.server_id,
+        "user_id": service.user_id,
+        "op_id": service.op_id,
+        "failed_from": service.failed_from,
+        "data_json": canonical_json(service.data, field="data"),
+        "lease_owner": service.lease_owner,
+        "lease_epoch": service.lease_epoch,
+        "lease_until": service.lease_until,
+        "created_at": service.created_at,
+        "updated_at": service.updated_at,
+    }
+
+
+def transition_from_row(row: Mapping[str, Any]) -> Transition:
+    """A :class:`Transition` from a ``transitions`` row."""
+    return Transition(
+        service_id=row["service_id"],
+        version=int(row["version"]),
+        from_state=row["from_state"],
+        to_state=row["to_state"],
+        epoch=int(row["epoch"]),
+        worker=row["worker"],
+        at=_float(row["at"]),
+        detail=json.loads(row["detail_json"]),
+    )
+
+
+def outbox_from_row(row: Mapping[str, Any]) -> OutboxMsg:
+    """An :class:`OutboxMsg` from an ``outbox`` row."""
+    return OutboxMsg(
+        id=int(row["id"]),
+        service_id=row["service_id"],
+        version=int(row["version"]),
+        kind=row["kind"],
+        payload=json.loads(row["payload_json"]),
+        attempts=int(row["attempts"]),
+        available_at=_float(row["available_at"]),
+    )
+
+
+def task_from_row(row: Mapping[str, Any]) -> DepartmentTask:
+    """A :class:`DepartmentTask` from a ``tasks`` row."""
+    resolved = row["resolved_at"]
+    return DepartmentTask(
+        id=int(row["id"]),
+        department=row["department"],
+        service_id=row["service_id"],
+        kind=row["kind"],
+        reason=row["reason"],
+        created_at=_float(row["created_at"]),
+        resolved_at=None if resolved is None else _float(resolved),
+        resolution=row["resolution"],
+    )

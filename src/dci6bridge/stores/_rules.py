@@ -1,0 +1,306 @@
+"""The store's rules, written once and used by every backend.
+
+Argument checks, the fencing decision (:func:`fence`) and how a patch or a transition
+changes a service row are pure functions of records. Each backend only supplies the
+transaction around them: a lock (memory), ``BEGIN IMMEDIATE`` (SQLite) or
+``SELECT … FOR UPDATE`` (PostgreSQL). Identical rules make the backends agree exactly,
+which the shared contract suite checks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from dci6bridge._validate import show
+from dci6bridge.errors import ConfigError, LeaseLost, ServiceNotFound, StaleState
+
+from ._codec import canonical_json, check_mapping, digest
+from .base import PATCHABLE, Lease, NewOutbox, NewTask, StoredService
+
+__all__ = [
+    "CheckedTransition",
+    "apply_patch",
+    "check_limit",
+    "check_number",
+    "check_outbox",
+    "check_patch",
+    "check_positive",
+    "check_server_id",
+    "check_task",
+    "check_text",
+    "check_transition",
+    "fence",
+    "holds_other_server",
+    "lease_held",
+    "new_service",
+    "params_hash",
+    "release_changes",
+    "transitioned",
+]
+
+_INT_COLUMNS = frozenset({"desired_seq", "attempts", "server_id", "user_id", "op_id"})
+_OPTIONAL = frozenset({"last_error", "module", "server_id", "user_id", "op_id", "failed_from"})
+_TEXT_COLUMNS = frozenset({"desired", "last_error", "module", "failed_from"})
+
+
+def check_text(value: Any, field: str) -> str:
+    """A non-empty string, or :class:`ConfigError` naming ``field``."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{field}: expected a non-empty string, got {show(value)}")
+    return value
+
+
+def check_number(value: Any, field: str) -> float:
+    """A finite real number (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{field}: expected a finite number, got {show(value)}")
+    return float(value)
+
+
+def check_positive(value: Any, field: str) -> float:
+    """A finite number above zero (TTLs)."""
+    number = check_number(value, field)
+    if number <= 0:
+        raise ConfigError(f"{field}: must be above 0, got {show(value)}")
+    return number
+
+
+def check_limit(value: Any) -> int:
+    """A batch size of at least one."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"limit: expected an int of at least 1, got {show(value)}")
+    return value
+
+
+def _check_column(key: str, value: Any) -> Any:
+    field = f"patch.{key}"
+    if value is None and key in _OPTIONAL:
+        return None
+    if key in _INT_COLUMNS:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{field}: expected an int, got {show(value)}")
+        if key in ("desired_seq", "attempts") and value < 0:
+            raise ConfigError(f"{field}: must not be negative, got {show(value)}")
+        return value
+    if key in _TEXT_COLUMNS:
+        return check_text(value, field)
+    if key == "runnable":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{field}: expected a bool, got {show(value)}")
+        return value
+    if key == "not_before":
+        return check_number(value, field)
+    # "data": validated as JSON here so a bad value fails before anything is written
+    check_mapping(value, field=field)
+    return dict(value)
+
+
+def check_patch(patch: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Validate a patch of :data:`~dci6bridge.stores.base.PATCHABLE` columns."""
+    if patch is None:
+        return {}
+    if not isinstance(patch, Mapping):
+        raise ConfigError(f"patch: expected a mapping, got {show(patch)}")
+    unknown = sorted(str(k) for k in patch if k not in PATCHABLE)
+    if unknown:
+        raise ConfigError(
+            f"patch: {', '.join(map(repr, unknown))} cannot be patched "
+            f"(allowed: {', '.join(sorted(PATCHABLE))})"
+        )
+    return {key: _check_column(key, value) for key, value in patch.items()}
+
+
+def check_outbox(outbox: Sequence[NewOutbox]) -> list[tuple[str, str]]:
+    """``(kind, payload JSON)`` per event; kinds must differ (they make the event id)."""
+    checked: list[tuple[str, str]] = []
+    for i, msg in enumerate(outbox):
+        if not isinstance(msg, NewOutbox):
+            raise ConfigError(f"outbox[{i}]: expected a NewOutbox, got {show(msg)}")
+        kind = check_text(msg.kind, f"outbox[{i}].kind")
+        if any(kind == seen for seen, _ in checked):
+            raise ConfigError(
+                f"outbox[{i}].kind: {kind!r} appears twice in one transition "
+                "(the event id service:version:kind must be unique)"
+            )
+        checked.append((kind, check_mapping(msg.payload, field=f"outbox[{i}].payload")))
+    return checked
+
+
+def check_task(task: Any, field: str = "task") -> NewTask:
+    """A :class:`NewTask` with non-empty fields."""
+    if not isinstance(task, NewTask):
+        raise ConfigError(f"{field}: expected a NewTask, got {show(task)}")
+    check_text(task.department, f"{field}.department")
+    check_text(task.kind, f"{field}.kind")
+    check_text(task.reason, f"{field}.reason")
+    return task
+
+
+def new_service(
+    service_id: str, spec: Mapping[str, Any], *, state: str, desired: str, now: float
+) -> StoredService:
+    """A fresh row: version 0, runnable at once, no lease."""
+    check_text(service_id, "service_id")
+    check_text(state, "state")
+    check_text(desired, "desired")
+    spec_json = check_mapping(spec, field="spec")
+    return StoredService(
+        service_id=service_id,
+        spec=dict(spec),
+        spec_hash=digest(spec_json),
+        state=state,
+        version=0,
+        desired=desired,
+        desired_seq=0,
+        runnable=True,
+        not_before=now,
+        attempts=0,
+        last_error=None,
+        module=None,
+        server_id=None,
+        user_id=None,
+        op_id=None,
+        failed_from=None,
+        data={},
+        lease_owner=None,
+        lease_epoch=0,
+        lease_until=0.0,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def params_hash(action: str, params: Mapping[str, Any]) -> str:
+    """Identity of a billing request's content, to detect a reused request id."""
+    check_text(action, "action")
+    return digest(canonical_json([action, check_mapping(params, field="params")], field="params"))
+
+
+def lease_held(service: StoredService, lease: Lease, now: float) -> bool:
+    """Whether ``lease`` is still the live lease of ``service``."""
+    return (
+        service.lease_owner == lease.worker_id
+        and service.lease_epoch == lease.epoch
+        and service.lease_until > now
+    )
+
+
+def fence(
+    service: StoredService | None,
+    lease: Lease,
+    now: float,
+    *,
+    expected_state: str | None = None,
+    expected_version: int | None = None,
+    unsafe: bool = False,
+) -> StoredService:
+    """The compare-and-set decision of every fenced write.
+
+    Fencing comes first: an owner or epoch other than the lease's, or an expired lease,
+    is :class:`LeaseLost` whatever the state. Then a state or version other than expected
+    is :class:`StaleState`. ``unsafe`` (test-only) skips both checks.
+    """
+    if service is None:
+        raise ServiceNotFound(f"service {lease.service_id!r} not found")
+    if unsafe:
+        return service
+    if not lease_held(service, lease, now):
+        if service.lease_owner == lease.worker_id and service.lease_epoch == lease.epoch:
+            why = f"expired at {service.lease_until:.3f} (now {now:.3f})"
+        else:
+            why = f"now held by {service.lease_owner!r} at epoch {service.lease_epoch}"
+        raise LeaseLost(
+            f"lease of {lease.worker_id!r} at epoch {lease.epoch} on service "
+            f"{service.service_id!r} is lost: {why}"
+        )
+    if expected_state is not None and service.state != expected_state:
+        raise StaleState(
+            f"service {service.service_id!r} is in state {service.state!r} "
+            f"(version {service.version}), not {expected_state!r}"
+        )
+    if expected_version is not None and service.version != expected_version:
+        raise StaleState(
+            f"service {service.service_id!r} is at version {service.version}, "
+            f"not {expected_version}"
+        )
+    return service
+
+
+def apply_patch(service: StoredService, patch: Mapping[str, Any], now: float) -> StoredService:
+    """``service`` with a checked patch applied: ``data`` merged key by key (``None``
+    deletes), other columns replaced, ``updated_at`` set."""
+    changes = dict(patch)
+    if "data" in changes:
+        merged = dict(service.data)
+        for key, value in changes["data"].items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        changes["data"] = merged
+    return attrs.evolve(service, **changes, updated_at=now)
+
+
+def transitioned(
+    service: StoredService, new_state: str, patch: Mapping[str, Any], now: float
+) -> StoredService:
+    """The row after a transition: next version, ``attempts`` reset unless patched."""
+    changes = {"attempts": 0, **patch}
+    moved = apply_patch(service, changes, now)
+    return attrs.evolve(moved, state=new_state, version=service.version + 1)
+
+
+def check_server_id(server_id: Any) -> int:
+    """A DCImanager server id: a positive int."""
+    if isinstance(server_id, bool) or not isinstance(server_id, int) or server_id < 1:
+        raise ConfigError(f"server_id: expected a positive int, got {show(server_id)}")
+    return server_id
+
+
+def holds_other_server(service_id: str, held: int, wanted: int) -> str:
+    """The :class:`StaleState` message of a second reservation by one service."""
+    return (
+        f"service {service_id!r} already holds server {held}; "
+        f"release it before reserving server {wanted}"
+    )
+
+
+def release_changes(*, not_before: float | None, error: str | None) -> dict[str, Any]:
+    """The service columns a :meth:`~StatusStore.release` sets (checked)."""
+    changes: dict[str, Any] = {}
+    if not_before is not None:
+        changes["not_before"] = check_number(not_before, "not_before")
+    if error is not None:
+        changes["last_error"] = check_text(error, "error")
+    return changes
+
+
+@attrs.frozen
+class CheckedTransition:
+    """A transition's arguments, validated and encoded before anything is written."""
+
+    patch: dict[str, Any]
+    detail_json: str
+    outbox: list[tuple[str, str]]
+    task: NewTask | None
+
+
+def check_transition(
+    new_state: str,
+    patch: Mapping[str, Any] | None,
+    detail: Mapping[str, Any] | None,
+    outbox: Sequence[NewOutbox],
+    task: NewTask | None,
+) -> CheckedTransition:
+    """Validate everything a transition would write, so a bad payload writes nothing."""
+    check_text(new_state, "new_state")
+    return CheckedTransition(
+        patch=check_patch(patch),
+        detail_json=check_mapping({} if detail is None else detail, field="detail"),
+        outbox=check_outbox(outbox),
+        task=None if task is None else check_task(task),
+    )

@@ -1,0 +1,495 @@
+"""``MemoryStore``: the status store for tests, examples and one-process scripts.
+
+Everything lives in this object, behind one lock, so it is thread-safe but neither shared
+between processes nor kept after exit. It follows exactly the same rules as the SQL
+stores (:mod:`dci6bridge.stores._rules`) and stores the same rows, so code tested against
+it behaves the same on SQLite or PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import attrs
+
+from dci6bridge.errors import ServiceNotFound, SpecMismatch, StaleState, StoreError
+
+from . import _rules as rules
+from ._codec import (
+    outbox_from_row,
+    service_from_row,
+    service_to_row,
+    task_from_row,
+    transition_from_row,
+)
+from .base import DepartmentTask, Lease, NewOutbox, NewTask, OutboxMsg, StoredService, Transition
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore:
+    """An in-process :class:`~dci6bridge.stores.base.StatusStore`.
+
+    Args:
+        clock: returns POSIX seconds; inject a fake clock to move leases forward in tests.
+        unsafe_disable_fencing: **test-only** — fenced writes skip the lease and version
+            checks (see :func:`~dci6bridge.stores.open_store`). Never use it in production.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.time,
+        unsafe_disable_fencing: bool = False,
+    ) -> None:
+        self._clock = clock
+        self._unsafe = bool(unsafe_disable_fencing)
+        self._lock = threading.RLock()
+        self._writes = 0
+        self._closed = False
+        self._services: dict[str, dict[str, Any]] = {}
+        self._history: dict[str, list[dict[str, Any]]] = {}
+        self._claims: dict[int, str] = {}
+        self._requests: dict[tuple[str, str], str] = {}
+        self._outbox: dict[int, dict[str, Any]] = {}
+        self._tasks: dict[int, dict[str, Any]] = {}
+        self._singletons: dict[str, tuple[str, float]] = {}
+        self._last_ids: dict[str, int] = {"outbox": 0, "tasks": 0}
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(services={len(self._services)})"
+
+    # ------------------------------------------------------------------ plumbing
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        # Callers validate and decide before touching the dicts, so an exception in the
+        # block leaves everything as it was: the memory analogue of a rolled-back write.
+        with self._lock:
+            self._check_open()
+            yield
+            self._writes += 1
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("MemoryStore is closed")
+
+    def _row(self, service_id: str) -> StoredService | None:
+        row = self._services.get(service_id)
+        return None if row is None else service_from_row(row)
+
+    def _put(self, service: StoredService) -> StoredService:
+        self._services[service.service_id] = service_to_row(service)
+        return service_from_row(self._services[service.service_id])
+
+    def _new_id(self, table: str) -> int:
+        # One sequence per table, as the SQL stores have.
+        self._last_ids[table] += 1
+        return self._last_ids[table]
+
+    def _open_task(self, service_id: str, task: NewTask, now: float) -> dict[str, Any]:
+        for row in self._tasks.values():
+            if (
+                row["service_id"] == service_id
+                and row["kind"] == task.kind
+                and row["resolved_at"] is None
+            ):
+                return row
+        row = {
+            "id": self._new_id("tasks"),
+            "department": task.department,
+            "service_id": service_id,
+            "kind": task.kind,
+            "reason": task.reason,
+            "created_at": now,
+            "resolved_at": None,
+            "resolution": None,
+        }
+        self._tasks[row["id"]] = row
+        return row
+
+    # ------------------------------------------------------------------ lifecycle
+    def now(self) -> float:
+        """The injected clock."""
+        return float(self._clock())
+
+    def close(self) -> None:
+        """Mark the store closed; later calls raise :class:`~dci6bridge.errors.StoreError`."""
+        self._closed = True
+
+    @property
+    def write_count(self) -> int:
+        """Write operations that changed something."""
+        return self._writes
+
+    # ------------------------------------------------------------------ inbound
+    def create_service(
+        self, service_id: str, spec: Mapping[str, Any], *, state: str, desired: str
+    ) -> tuple[StoredService, bool]:
+        """Insert-if-absent; see :meth:`StatusStore.create_service`."""
+        with self._lock:
+            self._check_open()
+            now = self.now()
+            fresh = rules.new_service(service_id, spec, state=state, desired=desired, now=now)
+            existing = self._row(service_id)
+            if existing is not None:
+                if existing.spec_hash != fresh.spec_hash:
+                    raise SpecMismatch(
+                        f"service {service_id!r} exists with a different spec "
+                        f"(hash {existing.spec_hash[:12]}, got {fresh.spec_hash[:12]})"
+                    )
+                return existing, False
+            with self._write():
+                self._history[service_id] = []
+                return self._put(fresh), True
+
+    def request(
+        self,
+        service_id: str,
+        request_id: str,
+        action: str,
+        params: Mapping[str, Any],
+        decide: Callable[[StoredService], Mapping[str, Any]],
+    ) -> tuple[StoredService, bool]:
+        """Apply one billing request once; see :meth:`StatusStore.request`."""
+        rules.check_text(request_id, "request_id")
+        fingerprint = rules.params_hash(action, params)
+        with self._lock:
+            self._check_open()
+            current = self._row(service_id)
+            if current is None:
+                raise ServiceNotFound(f"service {service_id!r} not found")
+            seen = self._requests.get((service_id, request_id))
+            if seen is not None:
+                if seen != fingerprint:
+                    raise SpecMismatch(
+                        f"request {request_id!r} of service {service_id!r} was already "
+                        "used with a different action or parameters"
+                    )
+                return current, False
+            patch = rules.check_patch(decide(current))
+            updated = rules.apply_patch(current, patch, self.now())
+            with self._write():
+                self._requests[(service_id, request_id)] = fingerprint
+                return self._put(updated), True
+
+    # ------------------------------------------------------------------ leases
+    def acquire(self, worker_id: str, ttl_s: float, limit: int = 1) -> list[Lease]:
+        """Lease runnable services; see :meth:`StatusStore.acquire`."""
+        rules.check_text(worker_id, "worker_id")
+        ttl = rules.check_positive(ttl_s, "ttl_s")
+        rules.check_limit(limit)
+        with self._lock:
+            self._check_open()
+            now = self.now()
+            ready = sorted(
+                (
+                    s
+                    for s in map(service_from_row, self._services.values())
+                    if s.runnable
+                    and s.not_before <= now
+                    and (s.lease_owner is None or s.lease_until <= now)
+                ),
+                key=lambda s: (s.not_before, s.service_id),
+            )[:limit]
+            if not ready:
+                return []
+            leases = []
+            with self._write():
+                for service in ready:
+                    taken = self._put(
+                        attrs.evolve(
+                            service,
+                            lease_owner=worker_id,
+                            lease_epoch=service.lease_epoch + 1,
+                            lease_until=now + ttl,
+                        )
+                    )
+                    leases.append(
+                        Lease(
+                            service_id=taken.service_id,
+                            worker_id=worker_id,
+                            epoch=taken.lease_epoch,
+                            until=taken.lease_until,
+                            service=taken,
+                        )
+                    )
+            return leases
+
+    def renew(self, lease: Lease, ttl_s: float) -> Lease:
+        """Extend a live lease; see :meth:`StatusStore.renew`."""
+        ttl = rules.check_positive(ttl_s, "ttl_s")
+        with self._lock:
+            self._check_open()
+            now = self.now()
+            current = rules.fence(self._row(lease.service_id), lease, now, unsafe=self._unsafe)
+            with self._write():
+                renewed = self._put(attrs.evolve(current, lease_until=now + ttl))
+            return attrs.evolve(lease, until=renewed.lease_until, service=renewed)
+
+    def release(
+        self,
+        lease: Lease,
+        *,
+        not_before: float | None = None,
+        error: str | None = None,
+        count_attempt: bool = False,
+    ) -> None:
+        """Give a lease up; see :meth:`StatusStore.release`."""
+        changes = rules.release_changes(not_before=not_before, error=error)
+        with self._lock:
+            self._check_open()
+            now = self.now()
+            current = self._row(lease.service_id)
+            if current is None or not (self._unsafe or rules.lease_held(current, lease, now)):
+                return
+            if count_attempt:
+                changes["attempts"] = current.attempts + 1
+            released = rules.apply_patch(current, changes, now)
+            with self._write():
+                self._put(attrs.evolve(released, lease_owner=None, lease_until=0.0))
+
+    # ------------------------------------------------------------------ fenced writes
+    def transition(
+        self,
+        lease: Lease,
+        *,
+        expected_state: str,
+        expected_version: int,
+        new_state: str,
+        patch: Mapping[str, Any] | None = None,
+        detail: Mapping[str, Any] | None = None,
+        outbox: Sequence[NewOutbox] = (),
+        task: NewTask | None = None,
+    ) -> StoredService:
+        """Fenced compare-and-set state change; see :meth:`StatusStore.transition`."""
+        checked = rules.check_transition(new_state, patch, detail, outbox, task)
+        with self._lock:
+            self._check_open()
+            now = self.now()
+            current = rules.fence(
+                self._row(lease.service_id),
+                lease,
+                now,
+                expected_state=expected_state,
+                expected_version=expected_version,
+                unsafe=self._unsafe,
+            )
+            moved = rules.transitioned(current, new_state, checked.patch, now)
+            with self._write():
+                stored = self._put(moved)
+                self._history.setdefault(moved.service_id, []).append(
+                    {
+                        "service_id": moved.service_id,
+                        "version": moved.version,
+                        "from_state": expected_state,
+                        "to_state": new_state,
+                        "epoch": lease.epoch,
+                        "worker": lease.worker_id,
+                        "at": now,
+                        "detail_json": checked.detail_json,
+                    }
+                )
+                for kind, payload_json in checked.outbox:
+                    msg_id = self._new_id("outbox")
+                    self._outbox[msg_id] = {
+                        "id": msg_id,
+                        "service_id": moved.service_id,
+                        "version": moved.version,
+                        "kind": kind,
+                        "payload_json": payload_json,
+                        "attempts": 0,
+                        "available_at": now,
+                        "lease_owner": None,
+                        "lease_until": None,
+                        "delivered_at": None,
+                    }
+                if checked.task is not None:
+                    self._open_task(moved.service_id, checked.task, now)
+            return stored
+
+    def checkpoint(
+        self, lease: Lease, *, expected_version: int, patch: Mapping[str, Any]
+    ) -> StoredService:
+        """Fenced same-state update; see :meth:`StatusStore.checkpoint`."""
+        checked = rules.check_patch(patch)
+        with self._lock:
+            self._check_open()
+            now = self.now()
+            current = rules.fence(
+                self._row(lease.service_id),
+                lease,
+                now,
+                expected_version=expected_version,
+                unsafe=self._unsafe,
+            )
+            with self._write():
+                return self._put(rules.apply_patch(current, checked, now))
+
+    # ------------------------------------------------------------------ reservations
+    def reserve_server(self, lease: Lease, server_id: int) -> bool:
+        """Reserve a server for the leased service; see :meth:`StatusStore.reserve_server`."""
+        rules.check_server_id(server_id)
+        with self._lock:
+            self._check_open()
+            rules.fence(self._row(lease.service_id), lease, self.now(), unsafe=self._unsafe)
+            holder = self._claims.get(server_id)
+            if holder is not None:
+                return holder == lease.service_id
+            mine = [sid for sid, svc in self._claims.items() if svc == lease.service_id]
+            if mine:
+                raise StaleState(rules.holds_other_server(lease.service_id, mine[0], server_id))
+            with self._write():
+                self._claims[server_id] = lease.service_id
+            return True
+
+    def release_server(self, lease: Lease, server_id: int) -> None:
+        """Drop this service's reservation; see :meth:`StatusStore.release_server`."""
+        rules.check_server_id(server_id)
+        with self._lock:
+            self._check_open()
+            rules.fence(self._row(lease.service_id), lease, self.now(), unsafe=self._unsafe)
+            if self._claims.get(server_id) == lease.service_id:
+                with self._write():
+                    del self._claims[server_id]
+
+    def server_claims(self) -> Mapping[int, str]:
+        """Every reservation: server id → service id."""
+        with self._lock:
+            return dict(sorted(self._claims.items()))
+
+    # ------------------------------------------------------------------ reads
+    def get(self, service_id: str) -> StoredService | None:
+        """The service, or ``None``."""
+        with self._lock:
+            return self._row(service_id)
+
+    def services(self, states: Sequence[str] | None = None) -> list[StoredService]:
+        """Every service (optionally only those in ``states``), ordered by id."""
+        wanted = None if states is None else set(states)
+        with self._lock:
+            rows = [self._services[k] for k in sorted(self._services)]
+        found = map(service_from_row, rows)
+        return [s for s in found if wanted is None or s.state in wanted]
+
+    def history(self, service_id: str) -> list[Transition]:
+        """Every transition of the service, by version."""
+        with self._lock:
+            rows = list(self._history.get(service_id, ()))
+        return [transition_from_row(r) for r in rows]
+
+    # ------------------------------------------------------------------ department tasks
+    def add_task(self, service_id: str, task: NewTask) -> DepartmentTask:
+        """Open a task unless the same service already has an open one of that kind."""
+        rules.check_text(service_id, "service_id")
+        rules.check_task(task)
+        with self._lock:
+            self._check_open()
+            before = len(self._tasks)
+            row = self._open_task(service_id, task, self.now())
+            if len(self._tasks) != before:
+                self._writes += 1
+            return task_from_row(row)
+
+    def tasks(
+        self, *, department: str | None = None, include_resolved: bool = False
+    ) -> list[DepartmentTask]:
+        """Department tasks, oldest first."""
+        with self._lock:
+            rows = [dict(r) for r in self._tasks.values()]
+        rows = [
+            r
+            for r in rows
+            if (department is None or r["department"] == department)
+            and (include_resolved or r["resolved_at"] is None)
+        ]
+        rows.sort(key=lambda r: (r["created_at"], r["id"]))
+        return [task_from_row(r) for r in rows]
+
+    def resolve_task(self, task_id: int, resolution: str) -> DepartmentTask:
+        """Mark a task resolved (idempotent: the first resolution stays)."""
+        rules.check_text(resolution, "resolution")
+        with self._lock:
+            self._check_open()
+            row = self._tasks.get(task_id)
+            if row is None:
+                raise KeyError(f"department task {task_id!r} not found")
+            if row["resolved_at"] is None:
+                with self._write():
+                    row["resolved_at"] = self.now()
+                    row["resolution"] = resolution
+            return task_from_row(row)
+
+    # ------------------------------------------------------------------ outbox
+    def claim_outbox(self, worker_id: str, ttl_s: float, limit: int = 100) -> list[OutboxMsg]:
+        """Lease undelivered events, oldest first; see :meth:`StatusStore.claim_outbox`."""
+        rules.check_text(worker_id, "worker_id")
+        ttl = rules.check_positive(ttl_s, "ttl_s")
+        rules.check_limit(limit)
+        with self._lock:
+            self._check_open()
+            now = self.now()
+            ready = [
+                r
+                for r in self._outbox.values()
+                if r["delivered_at"] is None
+                and r["available_at"] <= now
+                and (r["lease_until"] is None or r["lease_until"] <= now)
+            ][:limit]
+            if not ready:
+                return []
+            with self._write():
+                for row in ready:
+                    row["lease_owner"] = worker_id
+                    row["lease_until"] = now + ttl
+            return [outbox_from_row(r) for r in ready]
+
+    def ack_outbox(self, ids: Sequence[int]) -> None:
+        """Mark events delivered (unknown or already delivered ids are ignored)."""
+        with self._lock:
+            self._check_open()
+            rows = [
+                self._outbox[i]
+                for i in ids
+                if i in self._outbox and self._outbox[i]["delivered_at"] is None
+            ]
+            if rows:
+                now = self.now()
+                with self._write():
+                    for row in rows:
+                        row["delivered_at"] = now
+                        row["lease_owner"] = None
+                        row["lease_until"] = None
+
+    def retry_outbox(self, msg_id: int, not_before: float) -> None:
+        """Count a failed delivery and make the event available at ``not_before``."""
+        when = rules.check_number(not_before, "not_before")
+        with self._lock:
+            self._check_open()
+            row = self._outbox.get(msg_id)
+            if row is None or row["delivered_at"] is not None:
+                return
+            with self._write():
+                row["attempts"] += 1
+                row["available_at"] = when
+                row["lease_owner"] = None
+                row["lease_until"] = None
+
+    # ------------------------------------------------------------------ singletons
+    def try_singleton(self, name: str, worker_id: str, ttl_s: float) -> bool:
+        """Hold the named singleton for ``ttl_s`` if it is free, expired or already ours."""
+        rules.check_text(name, "name")
+        rules.check_text(worker_id, "worker_id")
+        ttl = rules.check_positive(ttl_s, "ttl_s")
+        with self._lock:
+            self._check_open()
+            now = self.now()
+            holder = self._singletons.get(name)
+            if holder is not None and holder[0] != worker_id and holder[1] > now:
+                return False
+            with self._write():
+                self._singletons[name] = (worker_id, now + ttl)
+            return True
