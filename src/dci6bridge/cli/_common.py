@@ -189,9 +189,9 @@ def format_duration(seconds: float | None) -> str:
 def provisioner_from_args(args: argparse.Namespace) -> Iterator[Provisioner]:
     """A :class:`~dci6bridge.Provisioner` for ``args.config`` and ``args.store``; the
     store is closed on exit."""
+    catalog = load_catalog(args.config)
     from dci6bridge.provisioning import Provisioner
 
-    catalog = load_catalog(args.config)
     store = open_store_url(args.store)
     try:
         yield Provisioner(catalog, store=store)

@@ -1,0 +1,159 @@
+"""Progress output for long-running commands (the demo): a block of lines redrawn in
+place on a terminal, or one plain line per state change when output is a file or pipe.
+
+Both take the same snapshots, so a command does not care where its output goes.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Protocol, TextIO
+
+import attrs
+
+from dci6bridge.cli._common import format_duration
+
+__all__ = ["LineProgress", "LiveProgress", "Progress", "Row", "make_progress"]
+
+#: The provisioning path, for the bar. Other states show as a full bar plus their name.
+STEPS: tuple[str, ...] = (
+    "pending",
+    "selecting_module",
+    "claiming_server",
+    "creating_user",
+    "assigning_owner",
+    "binding_ips",
+    "installing_os",
+    "active",
+)
+_BAR = 16
+# Only these two escape sequences are used, so any VT100-compatible terminal works.
+_UP = "\x1b[{n}F"  # cursor to the start of the line n lines up
+_CLEAR = "\x1b[2K"  # erase the whole line
+
+
+@attrs.frozen
+class Row:
+    """One service as the progress output shows it."""
+
+    service_id: str
+    tariff: str
+    state: str
+    module: str | None = None
+    server_id: int | None = None
+    detail: str = ""
+
+
+class Progress(Protocol):
+    """Where progress goes: :class:`LiveProgress` or :class:`LineProgress`."""
+
+    def update(self, rows: Sequence[Row], elapsed_s: float) -> None:
+        """Show ``rows`` as they are ``elapsed_s`` simulated seconds into the run."""
+
+    def note(self, text: str) -> None:
+        """Print a line that stays (a phase heading, an action taken)."""
+
+    def finish(self) -> None:
+        """Leave the last picture on screen and move below it."""
+
+
+def _bar(state: str) -> str:
+    done = len(STEPS) if state not in STEPS else STEPS.index(state) + 1
+    filled = round(_BAR * done / len(STEPS))
+    return "#" * filled + "." * (_BAR - filled)
+
+
+def _where(row: Row) -> str:
+    parts = []
+    if row.module:
+        parts.append(row.module)
+    if row.server_id is not None:
+        parts.append(f"server {row.server_id}")
+    if row.detail:
+        parts.append(row.detail)
+    return ", ".join(parts)
+
+
+class LiveProgress:
+    """Redraws one line per service in place (for a terminal)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._drawn = 0
+
+    def _draw(self, lines: Sequence[str]) -> None:
+        if self._drawn:
+            self._out.write(_UP.format(n=self._drawn))
+        for line in lines:
+            self._out.write(f"{_CLEAR}{line}\n")
+        # a shorter picture must not leave old lines below it
+        for _ in range(self._drawn - len(lines)):
+            self._out.write(f"{_CLEAR}\n")
+        self._drawn = max(len(lines), self._drawn)
+        self._out.flush()
+
+    def update(self, rows: Sequence[Row], elapsed_s: float) -> None:
+        """Redraw every row, with the simulated clock on top."""
+        width = max((len(r.service_id) for r in rows), default=0)
+        tw = max((len(r.tariff) for r in rows), default=0)
+        lines = [f"simulated time +{format_duration(elapsed_s)}"]
+        lines += [
+            f"  {r.service_id.ljust(width)}  {r.tariff.ljust(tw)}  [{_bar(r.state)}] "
+            f"{r.state.ljust(16)}  {_where(r)}".rstrip()
+            for r in rows
+        ]
+        self._draw(lines)
+
+    def note(self, text: str) -> None:
+        """Print ``text`` below the picture; the next update starts a fresh picture."""
+        self._out.write(f"{text}\n")
+        self._out.flush()
+        self._drawn = 0
+
+    def finish(self) -> None:
+        """Stop redrawing; the picture stays."""
+        self._drawn = 0
+        self._out.flush()
+
+
+class LineProgress:
+    """Prints one line per state change (for logs, pipes and CI)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._last: dict[str, str] = {}
+
+    def update(self, rows: Sequence[Row], elapsed_s: float) -> None:
+        """Print a line for every row whose state changed since the last update."""
+        for r in rows:
+            before = self._last.get(r.service_id)
+            if before == r.state:
+                continue
+            self._last[r.service_id] = r.state
+            arrow = f"{before} -> {r.state}" if before else r.state
+            where = _where(r)
+            self._out.write(
+                f"[+{format_duration(elapsed_s):>6}] {r.service_id}: {arrow}"
+                + (f" ({where})" if where else "")
+                + "\n"
+            )
+        self._out.flush()
+
+    def note(self, text: str) -> None:
+        """Print ``text`` as it is."""
+        self._out.write(f"{text}\n")
+        self._out.flush()
+
+    def finish(self) -> None:
+        """Nothing to tidy up: every line is final."""
+        self._out.flush()
+
+
+def make_progress(out: TextIO | None = None, *, live: bool | None = None) -> Progress:
+    """A :class:`LiveProgress` when ``out`` is a terminal (or ``live`` says so), else a
+    :class:`LineProgress`."""
+    stream = out or sys.stdout
+    if live is None:
+        live = stream.isatty()
+    return LiveProgress(stream) if live else LineProgress(stream)
