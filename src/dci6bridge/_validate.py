@@ -154,9 +154,10 @@ def check_ssh_key(value: Any) -> str | None:
 def normalise_url(value: Any) -> Any:
     """attrs converter: drop trailing slashes of an http(s) URL; leave anything else as is
     for :func:`check_url` to report."""
-    if isinstance(value, str):
-        return value.strip().rstrip("/")
-    return value
+    if not isinstance(value, str):
+        return value
+    scheme, sep, rest = value.strip().partition("://")
+    return scheme + sep + rest.rstrip("/")
 
 
 def _without_userinfo(url: str) -> str:

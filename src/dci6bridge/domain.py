@@ -413,7 +413,9 @@ class Catalog:
                     [(t.name, t.modules) for t in self.tariffs],
                 )
             )
-            by_name = {dc.name: dc for dc in self.data_centers}
+            by_name: dict[str, DataCenter] = {}
+            for dc in self.data_centers:
+                by_name.setdefault(dc.name, dc)  # a duplicate is reported above
             for i, m in enumerate(self.modules):
                 listed = by_name.get(m.data_center.name)
                 if listed is not None and listed != m.data_center:
