@@ -23,13 +23,17 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING
 
 import attrs
 
 from dci6bridge.stores.base import StatusStore, StoredService, Transition
+
+if TYPE_CHECKING:
+    from dci6bridge.testing._fake import FakeDCImanager
+    from dci6bridge.testing._state import SimulatorState
 
 __all__ = [
     "DEFAULT_TARGETS",
@@ -80,13 +84,21 @@ class RemoteTruth:
     installs: Mapping[int, int]
 
     @classmethod
-    def from_fake(cls, fake: Any) -> RemoteTruth:
-        """Snapshot the ground truth of a :class:`~dci6bridge.testing.FakeDCImanager`."""
-        state = fake.state
-        owners = {int(s.id): s.owner_email for s in state.servers.values()}
-        users = [(int(u.id), str(u.email)) for u in state.users.values()]
-        installs = {int(sid): len(ops) for sid, ops in state.installs.items()}
-        return cls(owners=owners, users=users, installs=installs)
+    def from_state(cls, state: SimulatorState) -> RemoteTruth:
+        """Reduce a simulator snapshot (``FakeDCImanager.state``) to the truth."""
+        installs: collections.Counter[int] = collections.Counter(
+            i.server_id for i in state.installs
+        )
+        return cls(
+            owners={s.id: s.owner_email for s in state.servers.values()},
+            users=[(u.id, u.email) for u in state.users.values()],
+            installs=dict(installs),
+        )
+
+    @classmethod
+    def from_fake(cls, fake: FakeDCImanager) -> RemoteTruth:
+        """Snapshot the ground truth of a simulator now."""
+        return cls.from_state(fake.state)
 
     def user_emails(self) -> dict[str, list[int]]:
         """Email → ids of every user with that email (more than one is a duplicate)."""
@@ -159,11 +171,17 @@ def format_history(store: StatusStore, service_id: str) -> str:
 
 
 def check_history(
-    service: StoredService, history: Sequence[Transition], *, initial_state: str
+    service: StoredService,
+    history: Sequence[Transition],
+    *,
+    initial_state: str,
+    allowed: Mapping[str, Collection[str]] | None = None,
 ) -> list[Violation]:
     """I2 for one service: versions ``1..n`` without gaps, each ``from_state`` equal to
-    the previous ``to_state`` (the first to ``initial_state``), and the row's
-    ``(version, state)`` equal to the last history entry."""
+    the previous ``to_state`` (the first to ``initial_state``), every step allowed by
+    ``allowed`` (state → states it may move to; e.g. the orchestrator's
+    ``TRANSITIONS``) when given, and the row's ``(version, state)`` equal to the last
+    history entry."""
     sid = service.service_id
     out: list[Violation] = []
     previous = initial_state
@@ -184,6 +202,14 @@ def check_history(
                     sid,
                     f"v{t.version} starts from {t.from_state!r} but the "
                     f"previous transition ended in {previous!r}",
+                )
+            )
+        if allowed is not None and t.to_state not in allowed.get(t.from_state, ()):
+            out.append(
+                Violation(
+                    "I2",
+                    sid,
+                    f"v{t.version} {t.from_state!r} -> {t.to_state!r} is not an allowed transition",
                 )
             )
         previous = t.to_state
@@ -208,6 +234,7 @@ def check_invariants(
     initial_state: str = "pending",
     targets: Mapping[str, str] = DEFAULT_TARGETS,
     installs_per_service: int = 1,
+    allowed: Mapping[str, Collection[str]] | None = None,
 ) -> InvariantReport:
     """Check I1-I5 between the store's ledger and DCImanager's ground truth.
 
@@ -217,8 +244,8 @@ def check_invariants(
 
     * **I1** every service is in the state its ``desired`` asks for (``targets``), or
       has an open department task saying why not;
-    * **I2** every history chain is gap-free and ends in the row's state
-      (:func:`check_history`);
+    * **I2** every history chain is gap-free, made of ``allowed`` steps (when given) and
+      ends in the row's state (:func:`check_history`);
     * **I3** no server is recorded by two services, no service holds two reservations,
       and every settled service's server is owned remotely by its own customer;
     * **I4** one remote user per customer email, and at most ``installs_per_service``
@@ -251,7 +278,7 @@ def check_invariants(
                     f"and no open department task; last_error={svc.last_error!r}",
                 )
             )
-        out += check_history(svc, store.history(sid), initial_state=initial_state)
+        out += check_history(svc, store.history(sid), initial_state=initial_state, allowed=allowed)
 
     # I3: store side, one server per service and one service per server
     holders: dict[int, list[str]] = collections.defaultdict(list)
@@ -273,7 +300,9 @@ def check_invariants(
         elif claimant.server_id is not None and claimant.server_id != server_id:
             out.append(
                 Violation(
-                    "I5", sid, f"reserves server {server_id} but records server {claimant.server_id}"
+                    "I5",
+                    sid,
+                    f"reserves server {server_id} but records server {claimant.server_id}",
                 )
             )
 
