@@ -25,6 +25,8 @@ from .base import (
     Transition,
 )
 from .memory import MemoryStore
+from .postgres import PostgresStore
+from .sqlite import SQLiteStore
 
 __all__ = [
     "PATCHABLE",
@@ -34,6 +36,8 @@ __all__ = [
     "NewOutbox",
     "NewTask",
     "OutboxMsg",
+    "PostgresStore",
+    "SQLiteStore",
     "StatusStore",
     "StoredService",
     "Transition",

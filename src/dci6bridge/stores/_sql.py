@@ -1,0 +1,512 @@
+"""The status-store operations in SQL, shared by the SQLite and PostgreSQL backends.
+
+Every write runs as one transaction that first locks the service row (SQLite: the whole
+database through ``BEGIN IMMEDIATE``; PostgreSQL: ``SELECT … FOR UPDATE``), then applies
+the shared rules of :mod:`dci6bridge.stores._rules` and writes the result. A backend only
+supplies the transaction, its placeholders and the queue claim (:meth:`SqlStore._claim`).
+SQL here uses ``?`` placeholders and the table prefix ``self._p``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+import attrs
+
+from dci6bridge.errors import ServiceNotFound, SpecMismatch, StaleState
+
+from . import _rules as rules
+from ._codec import (
+    SERVICE_COLUMNS,
+    outbox_from_row,
+    service_from_row,
+    service_to_row,
+    task_from_row,
+    transition_from_row,
+)
+from .base import DepartmentTask, Lease, NewOutbox, NewTask, OutboxMsg, StoredService, Transition
+
+__all__ = ["SqlStore", "Tx"]
+
+_INSERT_COLUMNS = ", ".join(SERVICE_COLUMNS)
+_INSERT_MARKS = ", ".join("?" for _ in SERVICE_COLUMNS)
+# Immutable after creation: identity, order and birth time.
+_UPDATE_COLUMNS = tuple(
+    c for c in SERVICE_COLUMNS if c not in ("service_id", "spec_json", "spec_hash", "created_at")
+)
+_UPDATE_SET = ", ".join(f"{c} = ?" for c in _UPDATE_COLUMNS)
+_ACK_CHUNK = 500
+
+
+class Tx(Protocol):
+    """One open transaction of a backend."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Run one statement; the rows it returns (none for plain DML)."""
+        ...
+
+    def now(self) -> float:
+        """The store's clock, read once per transaction after its locks are taken."""
+        ...
+
+
+class SqlStore:
+    """Everything a SQL status store does, over a backend's transactions."""
+
+    def __init__(self, *, unsafe_disable_fencing: bool, prefix: str) -> None:
+        self._unsafe = bool(unsafe_disable_fencing)
+        self._p = prefix
+        self._writes = 0
+        self._writes_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ backend hooks
+    _lock_row = ""  # appended to the SELECT that locks a service row
+    _true = "1"  # the boolean literal, as the partial index predicate spells it
+
+    def _transaction(self, *, write: bool, count: bool = True) -> AbstractContextManager[Tx]:
+        raise NotImplementedError
+
+    def _claim(
+        self,
+        tx: Tx,
+        *,
+        table: str,
+        key: str,
+        assign: str,
+        assign_params: Sequence[Any],
+        where: str,
+        where_params: Sequence[Any],
+        order: str,
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        """Lock up to ``limit`` rows of ``table`` matching ``where`` in ``order``, apply
+        ``assign`` (a SET list) to them and return them updated. Rows another transaction
+        holds are skipped, never waited for."""
+        raise NotImplementedError
+
+    def _counted(self, changed: bool) -> None:
+        if changed:
+            with self._writes_lock:
+                self._writes += 1
+
+    @property
+    def write_count(self) -> int:
+        """Committed transactions that changed at least one row."""
+        return self._writes
+
+    # ------------------------------------------------------------------ row helpers
+    def _service(self, tx: Tx, service_id: str, *, lock: bool) -> StoredService | None:
+        rows = tx.execute(
+            f"SELECT * FROM {self._p}services WHERE service_id = ?"
+            + (self._lock_row if lock else ""),
+            (service_id,),
+        )
+        return service_from_row(rows[0]) if rows else None
+
+    def _update(self, tx: Tx, service: StoredService) -> StoredService:
+        row = service_to_row(service)
+        tx.execute(
+            f"UPDATE {self._p}services SET {_UPDATE_SET} WHERE service_id = ?",
+            [row[c] for c in _UPDATE_COLUMNS] + [service.service_id],
+        )
+        return service_from_row(row)
+
+    def _fenced(
+        self,
+        tx: Tx,
+        lease: Lease,
+        *,
+        expected_state: str | None = None,
+        expected_version: int | None = None,
+    ) -> tuple[StoredService, float]:
+        current = self._service(tx, lease.service_id, lock=True)
+        now = tx.now()
+        service = rules.fence(
+            current,
+            lease,
+            now,
+            expected_state=expected_state,
+            expected_version=expected_version,
+            unsafe=self._unsafe,
+        )
+        return service, now
+
+    def _open_task(self, tx: Tx, service_id: str, task: NewTask, now: float) -> dict[str, Any]:
+        rows = tx.execute(
+            f"INSERT INTO {self._p}tasks (department, service_id, kind, reason, created_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING *",
+            (task.department, service_id, task.kind, task.reason, now),
+        )
+        if rows:
+            return rows[0]
+        return tx.execute(
+            f"SELECT * FROM {self._p}tasks WHERE service_id = ? AND kind = ? "
+            "AND resolved_at IS NULL",
+            (service_id, task.kind),
+        )[0]
+
+    # ------------------------------------------------------------------ inbound
+    def create_service(
+        self, service_id: str, spec: Mapping[str, Any], *, state: str, desired: str
+    ) -> tuple[StoredService, bool]:
+        """Insert-if-absent; see :meth:`StatusStore.create_service`."""
+        with self._transaction(write=True) as tx:
+            fresh = rules.new_service(service_id, spec, state=state, desired=desired, now=tx.now())
+            row = service_to_row(fresh)
+            inserted = tx.execute(
+                f"INSERT INTO {self._p}services ({_INSERT_COLUMNS}) VALUES ({_INSERT_MARKS}) "
+                "ON CONFLICT (service_id) DO NOTHING RETURNING service_id",
+                [row[c] for c in SERVICE_COLUMNS],
+            )
+            if inserted:
+                return service_from_row(row), True
+            existing = self._service(tx, service_id, lock=False)
+        if existing is None:  # pragma: no cover - services are never deleted
+            raise ServiceNotFound(f"service {service_id!r} vanished during create")
+        if existing.spec_hash != fresh.spec_hash:
+            raise SpecMismatch(
+                f"service {service_id!r} exists with a different spec "
+                f"(hash {existing.spec_hash[:12]}, got {fresh.spec_hash[:12]})"
+            )
+        return existing, False
+
+    def request(
+        self,
+        service_id: str,
+        request_id: str,
+        action: str,
+        params: Mapping[str, Any],
+        decide: Callable[[StoredService], Mapping[str, Any]],
+    ) -> tuple[StoredService, bool]:
+        """Apply one billing request once; see :meth:`StatusStore.request`."""
+        rules.check_text(request_id, "request_id")
+        fingerprint = rules.params_hash(action, params)
+        with self._transaction(write=True) as tx:
+            current = self._service(tx, service_id, lock=True)
+            if current is None:
+                raise ServiceNotFound(f"service {service_id!r} not found")
+            seen = tx.execute(
+                f"SELECT params_hash FROM {self._p}requests "
+                "WHERE service_id = ? AND request_id = ?",
+                (service_id, request_id),
+            )
+            if seen:
+                if seen[0]["params_hash"] != fingerprint:
+                    raise SpecMismatch(
+                        f"request {request_id!r} of service {service_id!r} was already "
+                        "used with a different action or parameters"
+                    )
+                return current, False
+            patch = rules.check_patch(decide(current))
+            now = tx.now()
+            updated = self._update(tx, rules.apply_patch(current, patch, now))
+            tx.execute(
+                f"INSERT INTO {self._p}requests (service_id, request_id, action, params_hash, at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (service_id, request_id, action, fingerprint, now),
+            )
+            return updated, True
+
+    # ------------------------------------------------------------------ leases
+    def acquire(self, worker_id: str, ttl_s: float, limit: int = 1) -> list[Lease]:
+        """Lease runnable services; see :meth:`StatusStore.acquire`."""
+        rules.check_text(worker_id, "worker_id")
+        ttl = rules.check_positive(ttl_s, "ttl_s")
+        rules.check_limit(limit)
+        with self._transaction(write=True) as tx:
+            now = tx.now()
+            rows = self._claim(
+                tx,
+                table=f"{self._p}services",
+                key="service_id",
+                assign="lease_owner = ?, lease_epoch = lease_epoch + 1, lease_until = ?",
+                assign_params=(worker_id, now + ttl),
+                where=f"runnable = {self._true} AND not_before <= ? "
+                "AND (lease_owner IS NULL OR lease_until <= ?)",
+                where_params=(now, now),
+                order="not_before, service_id",
+                limit=limit,
+            )
+        taken = sorted(map(service_from_row, rows), key=lambda s: (s.not_before, s.service_id))
+        return [
+            Lease(
+                service_id=s.service_id,
+                worker_id=worker_id,
+                epoch=s.lease_epoch,
+                until=s.lease_until,
+                service=s,
+            )
+            for s in taken
+        ]
+
+    def renew(self, lease: Lease, ttl_s: float) -> Lease:
+        """Extend a live lease; see :meth:`StatusStore.renew`."""
+        ttl = rules.check_positive(ttl_s, "ttl_s")
+        with self._transaction(write=True) as tx:
+            current, now = self._fenced(tx, lease)
+            renewed = self._update(tx, attrs.evolve(current, lease_until=now + ttl))
+        return attrs.evolve(lease, until=renewed.lease_until, service=renewed)
+
+    def release(
+        self,
+        lease: Lease,
+        *,
+        not_before: float | None = None,
+        error: str | None = None,
+        count_attempt: bool = False,
+    ) -> None:
+        """Give a lease up; see :meth:`StatusStore.release`."""
+        changes = rules.release_changes(not_before=not_before, error=error)
+        with self._transaction(write=True) as tx:
+            current = self._service(tx, lease.service_id, lock=True)
+            now = tx.now()
+            if current is None or not (self._unsafe or rules.lease_held(current, lease, now)):
+                return
+            if count_attempt:
+                changes["attempts"] = current.attempts + 1
+            released = rules.apply_patch(current, changes, now)
+            self._update(tx, attrs.evolve(released, lease_owner=None, lease_until=0.0))
+
+    # ------------------------------------------------------------------ fenced writes
+    def transition(
+        self,
+        lease: Lease,
+        *,
+        expected_state: str,
+        expected_version: int,
+        new_state: str,
+        patch: Mapping[str, Any] | None = None,
+        detail: Mapping[str, Any] | None = None,
+        outbox: Sequence[NewOutbox] = (),
+        task: NewTask | None = None,
+    ) -> StoredService:
+        """Fenced compare-and-set state change; see :meth:`StatusStore.transition`."""
+        checked = rules.check_transition(new_state, patch, detail, outbox, task)
+        with self._transaction(write=True) as tx:
+            current, now = self._fenced(
+                tx, lease, expected_state=expected_state, expected_version=expected_version
+            )
+            moved = self._update(tx, rules.transitioned(current, new_state, checked.patch, now))
+            tx.execute(
+                f"INSERT INTO {self._p}transitions (service_id, version, from_state, to_state, "
+                "epoch, worker, at, detail_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    moved.service_id,
+                    moved.version,
+                    expected_state,
+                    new_state,
+                    lease.epoch,
+                    lease.worker_id,
+                    now,
+                    checked.detail_json,
+                ),
+            )
+            for kind, payload_json in checked.outbox:
+                tx.execute(
+                    f"INSERT INTO {self._p}outbox (service_id, version, kind, payload_json, "
+                    "attempts, available_at) VALUES (?, ?, ?, ?, 0, ?)",
+                    (moved.service_id, moved.version, kind, payload_json, now),
+                )
+            if checked.task is not None:
+                self._open_task(tx, moved.service_id, checked.task, now)
+            return moved
+
+    def checkpoint(
+        self, lease: Lease, *, expected_version: int, patch: Mapping[str, Any]
+    ) -> StoredService:
+        """Fenced same-state update; see :meth:`StatusStore.checkpoint`."""
+        checked = rules.check_patch(patch)
+        with self._transaction(write=True) as tx:
+            current, now = self._fenced(tx, lease, expected_version=expected_version)
+            return self._update(tx, rules.apply_patch(current, checked, now))
+
+    # ------------------------------------------------------------------ reservations
+    def _holder(self, tx: Tx, server_id: int) -> str | None:
+        rows = tx.execute(
+            f"SELECT service_id FROM {self._p}server_claims WHERE server_id = ?", (server_id,)
+        )
+        return str(rows[0]["service_id"]) if rows else None
+
+    def reserve_server(self, lease: Lease, server_id: int) -> bool:
+        """Reserve a server for the leased service; see :meth:`StatusStore.reserve_server`."""
+        rules.check_server_id(server_id)
+        with self._transaction(write=True) as tx:
+            _, now = self._fenced(tx, lease)
+            holder = self._holder(tx, server_id)
+            if holder is not None:
+                return holder == lease.service_id
+            mine = tx.execute(
+                f"SELECT server_id FROM {self._p}server_claims WHERE service_id = ?",
+                (lease.service_id,),
+            )
+            if mine:
+                raise StaleState(
+                    rules.holds_other_server(lease.service_id, int(mine[0]["server_id"]), server_id)
+                )
+            # A concurrent reservation of the same server by another service (PostgreSQL)
+            # makes this insert do nothing once that one commits; the holder decides.
+            inserted = tx.execute(
+                f"INSERT INTO {self._p}server_claims (server_id, service_id, claimed_at) "
+                "VALUES (?, ?, ?) ON CONFLICT DO NOTHING RETURNING server_id",
+                (server_id, lease.service_id, now),
+            )
+            return bool(inserted) or self._holder(tx, server_id) == lease.service_id
+
+    def release_server(self, lease: Lease, server_id: int) -> None:
+        """Drop this service's reservation; see :meth:`StatusStore.release_server`."""
+        rules.check_server_id(server_id)
+        with self._transaction(write=True) as tx:
+            self._fenced(tx, lease)
+            tx.execute(
+                f"DELETE FROM {self._p}server_claims WHERE server_id = ? AND service_id = ?",
+                (server_id, lease.service_id),
+            )
+
+    def server_claims(self) -> Mapping[int, str]:
+        """Every reservation: server id → service id."""
+        with self._transaction(write=False) as tx:
+            rows = tx.execute(
+                f"SELECT server_id, service_id FROM {self._p}server_claims ORDER BY server_id"
+            )
+        return {int(r["server_id"]): str(r["service_id"]) for r in rows}
+
+    # ------------------------------------------------------------------ reads
+    def get(self, service_id: str) -> StoredService | None:
+        """The service, or ``None``."""
+        with self._transaction(write=False) as tx:
+            return self._service(tx, service_id, lock=False)
+
+    def services(self, states: Sequence[str] | None = None) -> list[StoredService]:
+        """Every service (optionally only those in ``states``), ordered by id."""
+        with self._transaction(write=False) as tx:
+            if states is None:
+                rows = tx.execute(f"SELECT * FROM {self._p}services ORDER BY service_id")
+            elif not states:
+                rows = []
+            else:
+                marks = ", ".join("?" for _ in states)
+                rows = tx.execute(
+                    f"SELECT * FROM {self._p}services WHERE state IN ({marks}) ORDER BY service_id",
+                    list(states),
+                )
+        return [service_from_row(r) for r in rows]
+
+    def history(self, service_id: str) -> list[Transition]:
+        """Every transition of the service, by version."""
+        with self._transaction(write=False) as tx:
+            rows = tx.execute(
+                f"SELECT * FROM {self._p}transitions WHERE service_id = ? ORDER BY version",
+                (service_id,),
+            )
+        return [transition_from_row(r) for r in rows]
+
+    # ------------------------------------------------------------------ department tasks
+    def add_task(self, service_id: str, task: NewTask) -> DepartmentTask:
+        """Open a task unless the same service already has an open one of that kind."""
+        rules.check_text(service_id, "service_id")
+        rules.check_task(task)
+        with self._transaction(write=True) as tx:
+            return task_from_row(self._open_task(tx, service_id, task, tx.now()))
+
+    def tasks(
+        self, *, department: str | None = None, include_resolved: bool = False
+    ) -> list[DepartmentTask]:
+        """Department tasks, oldest first."""
+        where, params = [], []
+        if department is not None:
+            where.append("department = ?")
+            params.append(department)
+        if not include_resolved:
+            where.append("resolved_at IS NULL")
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        with self._transaction(write=False) as tx:
+            rows = tx.execute(
+                f"SELECT * FROM {self._p}tasks{clause} ORDER BY created_at, id", params
+            )
+        return [task_from_row(r) for r in rows]
+
+    def resolve_task(self, task_id: int, resolution: str) -> DepartmentTask:
+        """Mark a task resolved (idempotent: the first resolution stays)."""
+        rules.check_text(resolution, "resolution")
+        with self._transaction(write=True) as tx:
+            tx.execute(
+                f"UPDATE {self._p}tasks SET resolved_at = ?, resolution = ? "
+                "WHERE id = ? AND resolved_at IS NULL",
+                (tx.now(), resolution, task_id),
+            )
+            rows = tx.execute(f"SELECT * FROM {self._p}tasks WHERE id = ?", (task_id,))
+        if not rows:
+            raise KeyError(f"department task {task_id!r} not found")
+        return task_from_row(rows[0])
+
+    # ------------------------------------------------------------------ outbox
+    def claim_outbox(self, worker_id: str, ttl_s: float, limit: int = 100) -> list[OutboxMsg]:
+        """Lease undelivered events, oldest first; see :meth:`StatusStore.claim_outbox`."""
+        rules.check_text(worker_id, "worker_id")
+        ttl = rules.check_positive(ttl_s, "ttl_s")
+        rules.check_limit(limit)
+        with self._transaction(write=True) as tx:
+            now = tx.now()
+            rows = self._claim(
+                tx,
+                table=f"{self._p}outbox",
+                key="id",
+                assign="lease_owner = ?, lease_until = ?",
+                assign_params=(worker_id, now + ttl),
+                where="delivered_at IS NULL AND available_at <= ? "
+                "AND (lease_until IS NULL OR lease_until <= ?)",
+                where_params=(now, now),
+                order="id",
+                limit=limit,
+            )
+        return sorted(map(outbox_from_row, rows), key=lambda m: m.id)
+
+    def ack_outbox(self, ids: Sequence[int]) -> None:
+        """Mark events delivered (unknown or already delivered ids are ignored)."""
+        wanted = [int(i) for i in ids]
+        if not wanted:
+            return
+        with self._transaction(write=True) as tx:
+            now = tx.now()
+            for chunk in _chunks(wanted, _ACK_CHUNK):
+                marks = ", ".join("?" for _ in chunk)
+                tx.execute(
+                    f"UPDATE {self._p}outbox SET delivered_at = ?, lease_owner = NULL, "
+                    f"lease_until = NULL WHERE id IN ({marks}) AND delivered_at IS NULL",
+                    [now, *chunk],
+                )
+
+    def retry_outbox(self, msg_id: int, not_before: float) -> None:
+        """Count a failed delivery and make the event available at ``not_before``."""
+        when = rules.check_number(not_before, "not_before")
+        with self._transaction(write=True) as tx:
+            tx.execute(
+                f"UPDATE {self._p}outbox SET attempts = attempts + 1, available_at = ?, "
+                "lease_owner = NULL, lease_until = NULL WHERE id = ? AND delivered_at IS NULL",
+                (when, msg_id),
+            )
+
+    # ------------------------------------------------------------------ singletons
+    def try_singleton(self, name: str, worker_id: str, ttl_s: float) -> bool:
+        """Hold the named singleton for ``ttl_s`` if it is free, expired or already ours."""
+        rules.check_text(name, "name")
+        rules.check_text(worker_id, "worker_id")
+        ttl = rules.check_positive(ttl_s, "ttl_s")
+        with self._transaction(write=True) as tx:
+            now = tx.now()
+            rows = tx.execute(
+                f"INSERT INTO {self._p}singletons AS s (name, holder, held_until) "
+                "VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
+                "held_until = excluded.held_until WHERE s.held_until <= ? OR s.holder = ? "
+                "RETURNING name",
+                (name, worker_id, now + ttl, now, worker_id),
+            )
+        return bool(rows)
+
+
+def _chunks(values: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
