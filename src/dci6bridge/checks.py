@@ -10,8 +10,7 @@ never hides the others and nothing raises.
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
 
 import attrs
 
@@ -150,6 +149,7 @@ def check_modules(
     catalog: Catalog,
     *,
     client_factory: ClientFactory = client_for,
+    modules: Iterable[str] | None = None,
     max_workers: int = 4,
 ) -> list[ModuleCheck]:
     """Check every module of ``catalog``, disabled ones included; results in catalog order.
@@ -157,15 +157,16 @@ def check_modules(
     Modules are checked ``max_workers`` at a time (each with its own client), so one
     unreachable server does not make the others wait for its timeout. ``client_factory``
     builds the client for a module (default :func:`~dci6bridge.connect.client_for`; tests
-    pass one bound to the simulator's transport).
+    pass one bound to the simulator's transport). ``modules`` limits the check to those
+    module names (an unknown name is a :class:`~dci6bridge.ConfigError`).
     """
-    modules = catalog.modules
-    if max_workers <= 1 or len(modules) <= 1:
-        return [check_module(catalog, m, client_factory=client_factory) for m in modules]
+    chosen = catalog.modules if modules is None else tuple(catalog.module(n) for n in modules)
+    if max_workers <= 1 or len(chosen) <= 1:
+        return [check_module(catalog, m, client_factory=client_factory) for m in chosen]
     with concurrent.futures.ThreadPoolExecutor(
-        max_workers=min(max_workers, len(modules)), thread_name_prefix="dci6bridge-check"
+        max_workers=min(max_workers, len(chosen)), thread_name_prefix="dci6bridge-check"
     ) as pool:
-        futures: list[concurrent.futures.Future[Any]] = [
-            pool.submit(check_module, catalog, m, client_factory=client_factory) for m in modules
+        futures: list[concurrent.futures.Future[ModuleCheck]] = [
+            pool.submit(check_module, catalog, m, client_factory=client_factory) for m in chosen
         ]
         return [f.result() for f in futures]

@@ -9,11 +9,13 @@ injected by the caller (tests pass the simulator's ``fake.transport``).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .client import AsyncClient, Client, RetryPolicy
 from .domain import ProcessingModule
+from .errors import ConfigError
 
 __all__ = ["async_client_for", "client_for"]
 
@@ -26,6 +28,11 @@ def _options(
     clock: Callable[[], float] | None,
     sleep: Any,
 ) -> dict[str, Any]:
+    if module.ca_bundle is not None and not os.path.isfile(module.ca_bundle):
+        # httpx would say only "No such file or directory", without the path
+        raise ConfigError(
+            f"ca_bundle: {module.ca_bundle!r} is not a file (CA bundle of module {module.name!r})"
+        )
     # Unset options are left out so the client's own defaults apply.
     options: dict[str, Any] = {
         "email": module.username,
@@ -55,7 +62,8 @@ def client_for(
 
     ``verify`` is the module's CA bundle path if it has one, else its ``verify_tls``.
     ``retry`` and ``timeout`` default to the client's defaults; ``transport``, ``clock``
-    and ``sleep`` are passed through (``None``: real network, time and sleep). Use it as a
+    and ``sleep`` are passed through (``None``: real network, time and sleep). A
+    ``ca_bundle`` that is not a file is a :class:`~dci6bridge.ConfigError`. Use it as a
     context manager so the session is revoked::
 
         with client_for(catalog.module("dci-ams")) as dci:
