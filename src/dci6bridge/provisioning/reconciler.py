@@ -1,0 +1,243 @@
+"""The reconciler sweep: stuck services, orphan servers, stale reservations.
+
+Expired leases need no sweep (the next :meth:`~dci6bridge.stores.base.StatusStore.acquire`
+takes them). The sweep covers what leases cannot see (``reference/durability.md`` §6):
+
+* **stuck services** — in one state longer than its budget (:data:`STATE_BUDGETS`):
+  a ``stuck`` department task (once per service while it is open);
+* **orphan servers** — a server owned in DCImanager by one of our customers' users that
+  no live service records: reported, with an ``orphan_server`` task, never touched
+  (an operator may have handed it over by hand);
+* **stale reservations** — a local reservation held by a closed or failed service whose
+  server has no owner in DCImanager: handed to a worker to release (under a lease,
+  fenced like every write).
+
+A :class:`~dci6bridge.Worker` runs it every ``reconcile_every`` seconds as a store
+singleton, so one worker of the deployment sweeps at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import attrs
+
+from ..client.query import Q
+from ..domain import Order
+from ..errors import ConfigError, Dci6BridgeError, InvalidRequest, ServiceNotFound
+from ..stores.base import NewTask, StoredService
+from .states import ServiceState
+from .steps import user_email
+
+if TYPE_CHECKING:
+    from .provisioner import Provisioner
+
+__all__ = ["STATE_BUDGETS", "OrphanServer", "ReconcileReport", "StuckService", "reconcile"]
+
+log = logging.getLogger("dci6bridge.provisioning")
+
+S = ServiceState
+
+#: Seconds a service may stay in a state before the sweep flags it. ``installing_os``
+#: gets the provisioner's ``install_timeout`` on top (an install is slow by nature).
+STATE_BUDGETS: Mapping[ServiceState, float] = {
+    S.PENDING: 600.0,
+    S.SELECTING_MODULE: 600.0,
+    S.CLAIMING_SERVER: 600.0,
+    S.CREATING_USER: 600.0,
+    S.ASSIGNING_OWNER: 600.0,
+    S.BINDING_IPS: 600.0,
+    S.INSTALLING_OS: 900.0,
+    S.SUSPENDING: 600.0,
+    S.RESUMING: 600.0,
+    S.REINSTALLING: 600.0,
+    S.REBOOTING: 600.0,
+    S.TERMINATING: 1800.0,
+}
+
+
+@attrs.frozen
+class StuckService:
+    """A service in ``state`` for ``seconds`` (over its budget); ``task_id`` is the
+    department task about it."""
+
+    service_id: str
+    state: str
+    seconds: float
+    budget: float
+    task_id: int
+
+
+@attrs.frozen
+class OrphanServer:
+    """Server ``server_id`` of module ``module`` owned by ``owner_email`` (one of our
+    customers) but recorded by no live service."""
+
+    module: str
+    server_id: int
+    owner_email: str
+
+
+@attrs.frozen
+class ReconcileReport:
+    """What one sweep found and did.
+
+    Attributes:
+        stuck: services over their state's time budget (a task was opened for each).
+        orphans: servers owned by our customers that no live service records.
+        released_claims: server ids whose stale reservation was handed to a worker to
+            release.
+        errors: modules that could not be checked, with the reason.
+    """
+
+    stuck: tuple[StuckService, ...] = ()
+    orphans: tuple[OrphanServer, ...] = ()
+    released_claims: tuple[int, ...] = ()
+    errors: tuple[str, ...] = ()
+
+    @property
+    def clean(self) -> bool:
+        """Nothing stuck, no orphans, nothing released, no errors."""
+        return not (self.stuck or self.orphans or self.released_claims or self.errors)
+
+
+def _since(row: StoredService) -> float:
+    since = row.data.get("since")
+    return float(since) if isinstance(since, (int, float)) else row.updated_at
+
+
+def reconcile(prov: Provisioner) -> ReconcileReport:
+    """Run one sweep for ``prov``'s store and catalog (see the module docstring)."""
+    store = prov.store
+    now = store.now()
+    rows = store.services()
+    stuck: list[StuckService] = []
+    for row in rows:
+        state = ServiceState(row.state)
+        budget = STATE_BUDGETS.get(state)
+        if budget is None:
+            continue
+        if state is S.INSTALLING_OS:
+            budget += prov.settings.install_timeout
+        age = now - _since(row)
+        if age <= budget:
+            continue
+        department = prov.department_of(row)
+        task = store.add_task(
+            row.service_id,
+            NewTask(
+                department=department,
+                kind="stuck",
+                reason=f"in {row.state} for {age:.0f} s (budget {budget:.0f} s)",
+            ),
+        )
+        stuck.append(StuckService(row.service_id, row.state, age, budget, task.id))
+        log.warning("service %s: stuck in %s for %.0f s", row.service_id, row.state, age)
+
+    orphans, errors = _orphans(prov, rows)
+    released = _stale_claims(prov, rows)
+    return ReconcileReport(
+        stuck=tuple(stuck),
+        orphans=tuple(orphans),
+        released_claims=tuple(released),
+        errors=tuple(errors),
+    )
+
+
+def _emails(rows: list[StoredService]) -> set[str]:
+    out = set()
+    for row in rows:
+        try:
+            out.add(user_email(Order.from_spec(row.spec)))
+        except ConfigError:
+            continue
+    return out
+
+
+def _orphans(prov: Provisioner, rows: list[StoredService]) -> tuple[list[OrphanServer], list[str]]:
+    ours = _emails(rows)
+    recorded = {
+        (row.module, row.server_id)
+        for row in rows
+        if row.server_id is not None and row.state != S.CLOSED.value
+    }
+    found: list[OrphanServer] = []
+    errors: list[str] = []
+    if not ours:
+        return found, errors
+    for module in prov.catalog.modules:
+        if not module.data_center.selectable:
+            continue
+        location = module.data_center.location_id
+        try:
+            servers = list(
+                prov.client(module).servers.list(
+                    where=(Q("location_id") == location) & (Q("owner_email") != None)  # noqa: E711
+                )
+            )
+        except Dci6BridgeError as exc:
+            errors.append(f"{module.name}: {exc}")
+            continue
+        for server in servers:
+            owner = (server.owner_email or "").strip().lower()
+            if owner not in ours or (module.name, server.id) in recorded:
+                continue
+            found.append(OrphanServer(module.name, server.id, owner))
+            prov.store.add_task(
+                f"orphan:{module.name}:server:{server.id}",
+                NewTask(
+                    department=module.department,
+                    kind="orphan_server",
+                    reason=(
+                        f"server {server.id} in module {module.name!r} is owned by our "
+                        f"customer {owner!r} but no service records it"
+                    ),
+                ),
+            )
+            log.warning("orphan server %s in %s owned by %s", server.id, module.name, owner)
+    return found, errors
+
+
+def _stale_claims(prov: Provisioner, rows: list[StoredService]) -> list[int]:
+    by_id = {row.service_id: row for row in rows}
+    released: list[int] = []
+    for server_id, service_id in prov.store.server_claims().items():
+        row = by_id.get(service_id)
+        if row is None or row.state not in (S.CLOSED.value, S.FAILED.value):
+            continue
+        if row.state == S.FAILED.value and row.server_id == server_id and row.failed_from in (
+            S.BINDING_IPS.value,
+            S.INSTALLING_OS.value,
+            S.ACTIVE.value,
+            S.SUSPENDING.value,
+            S.SUSPENDED.value,
+            S.RESUMING.value,
+            S.REINSTALLING.value,
+            S.REBOOTING.value,
+            S.TERMINATING.value,
+        ):
+            continue  # handed over already: the server stays with the failed service
+        module = row.module
+        if module is None:
+            continue
+        try:
+            server = prov.client(module).servers.get(server_id)
+        except Dci6BridgeError as exc:
+            log.warning("reservation of server %s: cannot read it back: %s", server_id, exc)
+            continue
+        if server.owner_email is not None:
+            continue
+        try:
+            prov.store.request(
+                service_id,
+                f"reconcile:release:{server_id}:{row.version}",
+                "release_claim",
+                {"server_id": server_id},
+                lambda svc, sid=server_id: {"data": {"release_claim": sid}, "runnable": True},
+            )
+        except (InvalidRequest, ServiceNotFound):
+            continue
+        released.append(server_id)
+    return released

@@ -1,0 +1,876 @@
+"""One function per state: read the remote truth, act at most once, name the next state.
+
+Every step follows ``reference/durability.md`` §3: the intent of a non-idempotent call is
+durable before the call (the reserved server, the recorded user, the install checkpoint
+with the root password), and after a crash, a timeout or a lost response the step **reads
+back** before deciding whether to call again. A step returns an outcome
+(:class:`Advance`, :class:`Wait`, :class:`Fail`, :class:`Idle`); the provisioner turns it
+into exactly one fenced store write. Retryable trouble is raised (:data:`RETRYABLE`);
+the provisioner backs off and counts the attempt.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import attrs
+
+from ..client.models import Server, User
+from ..client.query import Q
+from ..domain import Catalog, Order, ProcessingModule, Tariff
+from ..errors import (
+    APIConnectionError,
+    ConfigError,
+    ConflictError,
+    Dci6BridgeError,
+    NotFoundError,
+    SelectionError,
+    ServerError,
+    StaleState,
+)
+from ..selection import select_module
+from ..stores.base import Lease, NewOutbox, NewTask, StatusStore, StoredService
+from ._failpoints import Failpoints
+from .events import CREATED_AT_KEY, EventKind
+from .passwords import generate_password
+from .states import ServiceState
+
+if TYPE_CHECKING:
+    from ..client import Client
+
+__all__ = [
+    "RETRYABLE",
+    "Advance",
+    "Fail",
+    "Idle",
+    "NotYet",
+    "Outcome",
+    "StepContext",
+    "StepSettings",
+    "Wait",
+    "has_work",
+    "run_step",
+    "user_email",
+]
+
+S = ServiceState
+T = TypeVar("T")
+
+#: Marker in the ``full_name`` of DCImanager users this library creates.
+USER_MARKER = "[dci6bridge]"
+
+#: Free servers read per claim attempt (one page); candidates are tried in random order
+#: so that concurrent workers rarely race for the same server.
+CLAIM_PAGE = 25
+
+
+class NotYet(Dci6BridgeError):
+    """A step cannot finish now but may later (e.g. every free server is reserved by
+    another service right now); retried with backoff and counted as an attempt."""
+
+
+#: Errors worth retrying: DCImanager unreachable or overloaded, a busy object, a
+#: condition that may clear. Everything else fails the service with a department task.
+RETRYABLE: tuple[type[BaseException], ...] = (
+    APIConnectionError,
+    ServerError,
+    ConflictError,
+    NotYet,
+)
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+@attrs.frozen
+class Advance:
+    """Move to ``to`` (one transition with its history row, outbox and task)."""
+
+    to: ServiceState
+    patch: Mapping[str, Any] = attrs.field(factory=dict)
+    detail: Mapping[str, Any] = attrs.field(factory=dict)
+    events: Sequence[tuple[EventKind, Mapping[str, Any]]] = ()
+    task: NewTask | None = None
+
+
+@attrs.frozen
+class Wait:
+    """Nothing to do until ``delay`` seconds from now (e.g. an install running); the
+    lease is released meanwhile."""
+
+    delay: float
+    reason: str
+
+
+@attrs.frozen
+class Fail:
+    """A permanent failure: the service goes to ``failed`` with a department task."""
+
+    kind: str
+    reason: str
+
+
+@attrs.frozen
+class Idle:
+    """The service has nothing to do (state matches what billing wants)."""
+
+
+Outcome = Advance | Wait | Fail | Idle
+
+
+# --------------------------------------------------------------------------- context
+
+
+@attrs.frozen
+class StepSettings:
+    """Tunables the steps read (set on the :class:`~dci6bridge.Provisioner`)."""
+
+    poll_interval: float = 15.0
+    install_timeout: float = 7200.0
+    unsafe_skip_readback: bool = False
+    lease_ttl: float = 60.0
+
+
+def user_email(order: Order) -> str:
+    """The DCImanager user's email for an order: the customer's, lower-cased. One user
+    per customer email (shared by that customer's services); "find by email" is the
+    read-back of user creation."""
+    return order.customer_email.strip().lower()
+
+
+class StepContext:
+    """What a step may use while its worker holds ``lease``.
+
+    Every remote call goes through :meth:`call` (failpoints around it, lease renewed
+    first when it is getting old); every store write through :meth:`checkpoint`,
+    :meth:`reserve` or :meth:`release_server` (fenced by the lease, failpoint after).
+    """
+
+    def __init__(
+        self,
+        *,
+        store: StatusStore,
+        catalog: Catalog,
+        lease: Lease,
+        client_for: Callable[[ProcessingModule], Client],
+        template_id: Callable[[ProcessingModule, str], int],
+        failpoints: Failpoints,
+        rng: random.Random,
+        settings: StepSettings,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.lease = lease
+        self.row: StoredService = lease.service
+        self._client_for = client_for
+        self._template_id = template_id
+        self.failpoints = failpoints
+        self.rng = rng
+        self.settings = settings
+        self._monotonic = monotonic
+        self._renewed_at = monotonic()
+        self._order: Order | None = None
+
+    # ------------------------------------------------------------------ lookups
+    @property
+    def service_id(self) -> str:
+        """The leased service's id."""
+        return self.row.service_id
+
+    @property
+    def data(self) -> Mapping[str, Any]:
+        """The service's step data as of the last write."""
+        return self.row.data
+
+    @property
+    def order(self) -> Order:
+        """The order, rebuilt from the stored spec."""
+        if self._order is None:
+            self._order = Order.from_spec(self.row.spec)
+        return self._order
+
+    @property
+    def tariff(self) -> Tariff:
+        """The order's tariff (current catalog)."""
+        return self.catalog.tariff(self.order.tariff)
+
+    @property
+    def module(self) -> ProcessingModule:
+        """The selected processing module."""
+        if self.row.module is None:
+            raise ConfigError(f"service {self.service_id!r}: no module selected yet")
+        return self.catalog.module(self.row.module)
+
+    @property
+    def email(self) -> str:
+        """The customer's DCImanager user email."""
+        return user_email(self.order)
+
+    def client(self, module: ProcessingModule | None = None) -> Client:
+        """The client of ``module`` (default: the selected one)."""
+        return self._client_for(module or self.module)
+
+    def template_id(self, name: str) -> int:
+        """The id of OS template ``name`` in the selected module's location."""
+        self.failpoints.hit("before:os_templates.list")
+        tid = self._template_id(self.module, name)
+        self.failpoints.hit("after:os_templates.list")
+        return tid
+
+    def now(self) -> float:
+        """The store's clock."""
+        return self.store.now()
+
+    # ------------------------------------------------------------------ remote calls
+    def call(self, name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Make remote call ``name`` (``servers.set_owner``, ...) with failpoints around
+        it; renew the lease first when a third of its TTL has passed."""
+        if self._monotonic() - self._renewed_at > self.settings.lease_ttl / 3:
+            self.lease = self.store.renew(self.lease, self.settings.lease_ttl)
+            self._renewed_at = self._monotonic()
+            self.failpoints.hit("after:store.renew")
+        self.failpoints.hit(f"before:{name}")
+        result = fn(*args, **kwargs)
+        self.failpoints.hit(f"after:{name}")
+        return result
+
+    def get_server(self, server_id: int) -> Server:
+        """``servers.get`` through :meth:`call`."""
+        client = self.client()
+        return self.call("servers.get", client.servers.get, server_id)
+
+    # ------------------------------------------------------------------ store writes
+    def checkpoint(self, what: str, patch: Mapping[str, Any]) -> None:
+        """A same-state fenced write (no history row)."""
+        self.row = self.store.checkpoint(
+            self.lease, expected_version=self.row.version, patch=patch
+        )
+        self.failpoints.hit(f"after:store.checkpoint:{what}")
+
+    def reserve(self, server_id: int) -> bool:
+        """Reserve ``server_id`` locally for this service (before any remote effect)."""
+        ok = self.store.reserve_server(self.lease, server_id)
+        self.failpoints.hit("after:store.reserve_server")
+        return ok
+
+    def release_server(self, server_id: int) -> None:
+        """Drop this service's local reservation of ``server_id``."""
+        self.store.release_server(self.lease, server_id)
+        self.failpoints.hit("after:store.release_server")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _owner_is(server: Server, email: str) -> bool:
+    return (server.owner_email or "").strip().lower() == email
+
+
+def _op_id(server: Server) -> int | None:
+    return server.operation.id if server.operation is not None else None
+
+
+def _our_ips(server: Server, before: Sequence[int]) -> list[Any]:
+    known = set(before)
+    return [ip for ip in server.ip if ip.id not in known]
+
+
+def event(
+    event_kind: EventKind, now: float, /, **payload: Any
+) -> tuple[EventKind, Mapping[str, Any]]:
+    """An outbox entry (payload plus the time it was recorded)."""
+    return (event_kind, {**payload, CREATED_AT_KEY: now})
+
+
+def outbox_of(advance: Advance) -> list[NewOutbox]:
+    """The outbox rows of an :class:`Advance`."""
+    return [NewOutbox(kind.value, dict(payload)) for kind, payload in advance.events]
+
+
+def has_work(state: str, desired: str, data: Mapping[str, Any], failed_from: str | None) -> bool:
+    """Whether a worker has something to do for a service in this shape."""
+    if data.get("release_claim") is not None:
+        return True
+    st = ServiceState(state)
+    if st is S.CLOSED:
+        return False
+    if st is S.FAILED:
+        return bool(data.get("retry")) or (
+            desired == S.CLOSED.value and failed_from != S.TERMINATING.value
+        )
+    if desired == S.CLOSED.value:
+        return True
+    if st is S.ACTIVE:
+        return desired == S.SUSPENDED.value or bool(data.get("action"))
+    if st is S.SUSPENDED:
+        return desired == S.ACTIVE.value
+    return True
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+def run_step(ctx: StepContext) -> Outcome:
+    """Run the step for the service's current state (billing's wishes first)."""
+    row = ctx.row
+    if row.data.get("release_claim") is not None:
+        _release_claim(ctx)
+        row = ctx.row
+    state = ServiceState(row.state)
+    if not has_work(row.state, row.desired, row.data, row.failed_from):
+        return Idle()
+    if row.desired == S.CLOSED.value and state not in (S.TERMINATING, S.CLOSED):
+        if state is S.FAILED and row.failed_from == S.TERMINATING.value:
+            return Idle()
+        return Advance(S.TERMINATING, detail={"reason": "close requested"})
+    step = _STEPS.get(state)
+    if step is None:
+        return Idle()
+    return step(ctx)
+
+
+def _release_claim(ctx: StepContext) -> None:
+    """Reconciler's request: drop a closed or failed service's reservation of a server
+    that has no owner in DCImanager (read back here, under the lease)."""
+    row = ctx.row
+    server_id = int(row.data["release_claim"])
+    patch: dict[str, Any] = {"data": {"release_claim": None}}
+    if row.module is not None:
+        server = ctx.get_server(server_id)
+        if server.owner_email is None:
+            ctx.release_server(server_id)
+            if row.state == S.FAILED.value and row.server_id == server_id:
+                # a retry must claim a server afresh
+                patch["server_id"] = None
+                patch["failed_from"] = S.CLAIMING_SERVER.value
+    ctx.checkpoint("housekeeping", patch)
+
+
+def _failed(ctx: StepContext) -> Outcome:
+    row = ctx.row
+    if not row.data.get("retry"):
+        return Idle()
+    target = ServiceState(row.failed_from or S.PENDING.value)
+    data: dict[str, Any] = {"retry": None, "taken": None}
+    patch: dict[str, Any] = {"data": data, "last_error": None, "failed_from": None}
+    if target in (S.INSTALLING_OS, S.REINSTALLING):
+        # a failed install is started afresh (never adopted again)
+        patch["op_id"] = None
+        data.update(install_issued_at=None, install_baseline=None)
+    if target is S.CLAIMING_SERVER:
+        patch["server_id"] = None
+    return Advance(target, patch=patch, detail={"reason": "operator retry"})
+
+
+def _active(ctx: StepContext) -> Outcome:
+    row = ctx.row
+    action = row.data.get("action")
+    if isinstance(action, Mapping):
+        if action.get("kind") == "reinstall":
+            return Advance(
+                S.REINSTALLING,
+                patch={
+                    "op_id": None,
+                    "data": {
+                        "action": None,
+                        "os_template_next": action.get("os_template"),
+                        "install_issued_at": None,
+                        "install_baseline": None,
+                        "root_password_next": None,
+                    },
+                },
+                detail={"os_template": action.get("os_template")},
+            )
+        if action.get("kind") == "reboot":
+            return Advance(S.REBOOTING, patch={"data": {"action": None}})
+    if row.desired == S.SUSPENDED.value:
+        return Advance(S.SUSPENDING)
+    return Idle()
+
+
+def _suspended(ctx: StepContext) -> Outcome:
+    if ctx.row.desired == S.ACTIVE.value:
+        return Advance(S.RESUMING)
+    return Idle()
+
+
+def _pending(ctx: StepContext) -> Outcome:
+    try:
+        order = ctx.order
+        ctx.catalog.check_order(order)
+    except ConfigError as exc:
+        return Fail("invalid_order", str(exc))
+    return Advance(S.SELECTING_MODULE, detail={"tariff": order.tariff})
+
+
+def _selecting_module(ctx: StepContext) -> Outcome:
+    order = ctx.order
+    tariff = ctx.tariff
+    try:
+        selection = select_module(ctx.catalog, tariff.name, data_center=order.data_center)
+    except SelectionError as exc:
+        return Fail("no_module", str(exc))
+    skipped: list[str] = []
+    for module in selection.ranked:
+        client = ctx.client(module)
+        counts = ctx.call("servers.configurations", client.servers.configurations)
+        free = sum(c.free_server_count for c in counts if c.configuration == tariff.configuration)
+        if free > 0:
+            return Advance(
+                S.CLAIMING_SERVER,
+                patch={"module": module.name},
+                detail={"module": module.name, "free": free, "skipped": skipped},
+            )
+        skipped.append(module.name)
+    return Fail(
+        "no_free_server",
+        f"no free server of configuration {tariff.configuration!r} in "
+        f"{', '.join(repr(m.name) for m in selection.ranked)}",
+    )
+
+
+def _claiming_server(ctx: StepContext) -> Outcome:
+    module = ctx.module
+    cfg = ctx.tariff.configuration
+    location = module.data_center.location_id
+    where = Q.free() & (Q("configuration") == cfg) & (Q("location_id") == location)
+    client = ctx.client()
+
+    def first_page() -> list[Server]:
+        return list(client.servers.list(where=where, page_size=CLAIM_PAGE, limit=CLAIM_PAGE))
+
+    listed = ctx.call("servers.list", first_page)
+    # the remote filter covers owner and is_new only; check the rest of the rules here
+    candidates = [
+        s
+        for s in listed
+        if s.is_free and s.configuration == cfg and s.location_id == location
+    ]
+    ctx.rng.shuffle(candidates)
+    for server in candidates:
+        try:
+            ok = ctx.reserve(server.id)
+        except StaleState:
+            # a crashed attempt reserved a server but never recorded it: nothing remote
+            # was done with it, so let it go and reserve afresh
+            for sid, holder in ctx.store.server_claims().items():
+                if holder == ctx.service_id and sid != server.id:
+                    ctx.release_server(sid)
+            ok = ctx.reserve(server.id)
+        if ok:
+            return Advance(
+                S.CREATING_USER,
+                patch={"server_id": server.id},
+                detail={"server_id": server.id},
+            )
+    if not listed:
+        # the free count said yes a moment ago; let selection look again (maybe another
+        # module has servers now); attempts bound the back-and-forth
+        raise NotYet(f"no free server of configuration {cfg!r} in module {module.name!r}")
+    raise NotYet(f"every free server of configuration {cfg!r} is reserved by other services")
+
+
+def _find_users(ctx: StepContext, email: str) -> list[User]:
+    client = ctx.client()
+    users = ctx.call("users.find", client.users.list, Q("email") == email)
+    return sorted((u for u in users if u.email.strip().lower() == email), key=lambda u: u.id)
+
+
+def _creating_user(ctx: StepContext) -> Outcome:
+    email = ctx.email
+    client = ctx.client()
+    users = [] if ctx.settings.unsafe_skip_readback else _find_users(ctx, email)
+    created: int | None = None
+    if not users:
+        name = ctx.order.customer_name or email
+        user = ctx.call(
+            "users.create",
+            client.users.create,
+            email=email,
+            # the customer signs in through billing (or resets it); never stored
+            password=generate_password(ctx.rng, 24),
+            full_name=f"{name} {USER_MARKER}",
+        )
+        created = user.id
+        if ctx.settings.unsafe_skip_readback:
+            users = [user]
+        else:
+            # read back: a sibling service of the same customer may have created one too
+            users = _find_users(ctx, email) or [user]
+    chosen = users[0]
+    # duplicates left by a concurrent or crashed creation own nothing: remove them
+    for extra in users[1:]:
+        if extra.server_count == 0:
+            try:
+                ctx.call("users.delete", client.users.delete, extra.id)
+            except NotFoundError:
+                pass
+    return Advance(
+        S.ASSIGNING_OWNER,
+        patch={"user_id": chosen.id},
+        detail={"user_id": chosen.id, "created": created == chosen.id},
+    )
+
+
+def _taken(ctx: StepContext, server_id: int, owner: str | None) -> Outcome:
+    ctx.release_server(server_id)
+    taken = int(ctx.data.get("taken") or 0) + 1
+    if taken >= 2:
+        return Fail(
+            "server_taken",
+            f"server {server_id} was taken by someone else ({owner or 'unknown'}) "
+            "after it was reserved, for the second time",
+        )
+    return Advance(
+        S.CLAIMING_SERVER,
+        patch={"server_id": None, "data": {"taken": taken}},
+        detail={"server_id": server_id, "reason": "taken by someone else"},
+    )
+
+
+def _assigning_owner(ctx: StepContext) -> Outcome:
+    server_id = ctx.row.server_id
+    user_id = ctx.row.user_id
+    assert server_id is not None and user_id is not None
+    client = ctx.client()
+    ips_before: list[int] = list(ctx.data.get("ips_before") or ())
+    if ctx.settings.unsafe_skip_readback:
+        assigned_now = True
+    else:
+        server = ctx.get_server(server_id)
+        if not ctx.data.get("ips_before"):
+            ips_before = [ip.id for ip in server.ip]
+        if _owner_is(server, ctx.email):
+            assigned_now = False
+        elif server.owner_email is not None:
+            return _taken(ctx, server_id, server.owner_email)
+        else:
+            assigned_now = True
+    if assigned_now:
+        try:
+            ctx.call("servers.set_owner", client.servers.set_owner, server_id, user_id)
+        except ConflictError:
+            return _taken(ctx, server_id, None)
+        except NotFoundError:
+            # our user was deleted meanwhile (a sibling service of the customer closed)
+            return Advance(
+                S.CREATING_USER,
+                patch={"user_id": None},
+                detail={"reason": f"user {user_id} vanished"},
+            )
+    nxt = S.BINDING_IPS if ctx.tariff.ipv4_count > 0 else S.INSTALLING_OS
+    return Advance(
+        nxt,
+        patch={"data": {"ips_before": ips_before}},
+        detail={"server_id": server_id, "user_id": user_id, "assigned": assigned_now},
+    )
+
+
+def _binding_ips(ctx: StepContext) -> Outcome:
+    server_id = ctx.row.server_id
+    assert server_id is not None
+    tariff = ctx.tariff
+    client = ctx.client()
+    have = 0
+    if not ctx.settings.unsafe_skip_readback:
+        server = ctx.get_server(server_id)
+        have = sum(
+            1 for ip in _our_ips(server, ctx.data.get("ips_before") or ()) if ip.family == "ipv4"
+        )
+    missing = tariff.ipv4_count - have
+    if missing > 0:
+        ctx.call(
+            "ips.assign",
+            client.ips.assign,
+            server_id,
+            count=missing,
+            pool_ids=list(tariff.ip_pools),
+        )
+    return Advance(S.INSTALLING_OS, detail={"bound": max(missing, 0), "already": have})
+
+
+def _start_install(ctx: StepContext, *, reinstall: bool) -> Outcome | None:
+    """Adopt an install started since the intent was recorded, or start one.
+
+    Returns an outcome when the step is over, ``None`` when an install is known to be
+    running (its id recorded) and should be polled.
+    """
+    server_id = ctx.row.server_id
+    assert server_id is not None
+    client = ctx.client()
+    data = ctx.data
+    server = None if ctx.settings.unsafe_skip_readback else ctx.get_server(server_id)
+    if server is not None:
+        if not _owner_is(server, ctx.email):
+            return Fail(
+                "owner_changed",
+                f"server {server_id} is owned by {server.owner_email!r}, not by the "
+                "customer: not installing",
+            )
+        issued = data.get("install_issued_at") is not None
+        current = _op_id(server)
+        if issued and current is not None and current != data.get("install_baseline"):
+            # crash or lost response after the install call: adopt it, never start another
+            ctx.checkpoint("op_id", {"op_id": current})
+            return None
+        baseline = current
+    else:
+        baseline = None
+    os_template = data.get("os_template_next") or ctx.order.os_template
+    template = ctx.template_id(os_template)
+    patch: dict[str, Any] = {
+        "install_issued_at": ctx.now(),
+        "install_baseline": baseline,
+    }
+    if not data.get("root_password_next"):
+        patch["root_password_next"] = generate_password(ctx.rng).reveal()
+    ctx.checkpoint("install", {"data": patch})
+    password = ctx.data["root_password_next"]
+    order = ctx.order
+    result = ctx.call(
+        "servers.install_os",
+        client.servers.install_os,
+        server_id,
+        template,
+        password=password,
+        ssh_keys=list(order.ssh_keys),
+    )
+    # The answer's ``task`` is not reliably the operation id; the first poll learns the
+    # id as "the server's operation that is not the baseline" and records it then.
+    del result
+    return None
+
+
+def _installing_os(ctx: StepContext) -> Outcome:
+    row = ctx.row
+    server_id = row.server_id
+    assert server_id is not None
+    if row.op_id is None and not row.data.get("install_issued_at"):
+        done = _start_install(ctx, reinstall=False)
+        if done is not None:
+            return done
+        return Wait(ctx.settings.poll_interval, "install started")
+    return _poll_install(ctx)
+
+
+def _poll_install(ctx: StepContext) -> Outcome:
+    row = ctx.row
+    server_id = row.server_id
+    assert server_id is not None
+    server = ctx.get_server(server_id)
+    op = server.operation
+    current = _op_id(server)
+    op_id = row.op_id
+    if op_id is None:
+        if current is not None and current != row.data.get("install_baseline"):
+            ctx.checkpoint("op_id", {"op_id": current})
+            op_id = current
+        else:
+            # the install call never took effect (lost before DCImanager acted): start again
+            done = _start_install(ctx, reinstall=False)
+            if done is not None:
+                return done
+            return Wait(ctx.settings.poll_interval, "install started")
+    started = float(row.data.get("install_issued_at") or ctx.now())
+    if current != op_id or op is None:
+        return Fail(
+            "install_replaced",
+            f"server {server_id}: operation {op_id} was replaced by {current} before it ended",
+        )
+    if op.is_failed:
+        return Fail(
+            "install_failed",
+            f"OS install on server {server_id} failed: {op.status} {op.status_info or ''}".strip(),
+        )
+    if not op.is_ok:
+        if ctx.now() - started > ctx.settings.install_timeout:
+            return Fail(
+                "install_timeout",
+                f"OS install on server {server_id} still {op.status} after "
+                f"{ctx.settings.install_timeout:.0f} s",
+            )
+        jitter = ctx.rng.uniform(0.9, 1.1)
+        return Wait(ctx.settings.poll_interval * jitter, f"install {op.status}")
+    if not _owner_is(server, ctx.email):
+        return Fail(
+            "owner_changed",
+            f"server {server_id} is owned by {server.owner_email!r}, not by the customer",
+        )
+    ips = [ip.name for ip in _our_ips(server, row.data.get("ips_before") or ())]
+    reinstalled = row.data.get("os_template_next") is not None
+    os_template = row.data.get("os_template_next") or ctx.order.os_template
+    now = ctx.now()
+    kind = EventKind.REINSTALLED if reinstalled else EventKind.ACTIVATED
+    return Advance(
+        S.ACTIVE,
+        patch={
+            "data": {
+                "root_password": row.data.get("root_password_next"),
+                "root_password_next": None,
+                "os_template": os_template,
+                "os_template_next": None,
+                "ip_addresses": ips,
+                "taken": None,
+            }
+        },
+        detail={"server_id": server_id, "op_id": op_id, "ip_addresses": ips},
+        events=[
+            event(
+                kind,
+                now,
+                server_id=server_id,
+                module=row.module,
+                user_id=row.user_id,
+                ip_addresses=ips,
+                os_template=os_template,
+                hostname=ctx.order.hostname,
+            )
+        ],
+    )
+
+
+def _reinstalling(ctx: StepContext) -> Outcome:
+    row = ctx.row
+    if row.data.get("install_issued_at") is not None and row.op_id is None:
+        # the reinstall call went out; poll decides (adopt, or start when it never acted)
+        return Advance(S.INSTALLING_OS, detail={"reinstall": True})
+    done = _start_install(ctx, reinstall=True)
+    if done is not None:
+        return done
+    return Advance(S.INSTALLING_OS, detail={"reinstall": True, "op_id": ctx.row.op_id})
+
+
+def _switch_ports(ctx: StepContext, *, on: bool) -> Outcome:
+    server_id = ctx.row.server_id
+    assert server_id is not None
+    client = ctx.client()
+    # naturally idempotent (set ports to a state), so it is simply re-issued after a crash
+    if on:
+        ctx.call("servers.ports_on", client.servers.ports_on, server_id)
+        return Advance(
+            S.ACTIVE,
+            events=[event(EventKind.RESUMED, ctx.now(), server_id=server_id)],
+            detail={"server_id": server_id, "ports": "on"},
+        )
+    ctx.call("servers.ports_off", client.servers.ports_off, server_id)
+    return Advance(
+        S.SUSPENDED,
+        events=[event(EventKind.SUSPENDED, ctx.now(), server_id=server_id)],
+        detail={"server_id": server_id, "ports": "off"},
+    )
+
+
+def _suspending(ctx: StepContext) -> Outcome:
+    return _switch_ports(ctx, on=False)
+
+
+def _resuming(ctx: StepContext) -> Outcome:
+    return _switch_ports(ctx, on=True)
+
+
+def _rebooting(ctx: StepContext) -> Outcome:
+    server_id = ctx.row.server_id
+    assert server_id is not None
+    client = ctx.client()
+    # at least once: a crash between the reset and its record reboots the server again
+    ctx.call("servers.power_reset", client.servers.power_reset, server_id)
+    return Advance(
+        S.ACTIVE,
+        events=[event(EventKind.REBOOTED, ctx.now(), server_id=server_id)],
+        detail={"server_id": server_id},
+    )
+
+
+def _terminating(ctx: StepContext) -> Outcome:
+    row = ctx.row
+    server_id = row.server_id
+    done: dict[str, Any] = {}
+    if server_id is None:
+        # a crash may have left an unrecorded reservation (nothing remote done with it)
+        for sid, holder in ctx.store.server_claims().items():
+            if holder == row.service_id:
+                ctx.release_server(sid)
+                done["released_claim"] = sid
+    elif row.module is not None:
+        client = ctx.client()
+        server = ctx.get_server(server_id)
+        if _owner_is(server, ctx.email):
+            op = server.operation
+            if op is not None and not op.is_terminal:
+                return Wait(ctx.settings.poll_interval, f"operation {op.status} on the server")
+            if str(getattr(server.power_status, "value", server.power_status)) == "on":
+                try:
+                    ctx.call("servers.power_off", client.servers.power_off, server_id)
+                except ConflictError:
+                    pass  # already off or powering off: the owner release does not care
+                done["powered_off"] = True
+            for ip in _our_ips(server, row.data.get("ips_before") or ()):
+                try:
+                    ctx.call("ips.release", client.ips.release, ip.id)
+                except NotFoundError:
+                    pass
+            done["released_ips"] = len(_our_ips(server, row.data.get("ips_before") or ()))
+            ctx.call("servers.release_owner", client.servers.release_owner, server_id)
+            # release the reservation only once the remote owner is confirmed empty
+            server = ctx.get_server(server_id)
+        if server.owner_email is None:
+            ctx.release_server(server_id)
+            done["released_claim"] = server_id
+        else:
+            done["kept_claim"] = server_id
+            done["owner"] = server.owner_email
+    if row.user_id is not None and row.module is not None:
+        done["user_deleted"] = _delete_user_if_unused(ctx, row.user_id)
+    return Advance(
+        S.CLOSED,
+        detail=done,
+        events=[event(EventKind.CLOSED, ctx.now(), server_id=server_id)],
+    )
+
+
+def _delete_user_if_unused(ctx: StepContext, user_id: int) -> bool:
+    """Delete the customer's user when it owns nothing and no other live service of
+    ours uses it (services of one customer share the user)."""
+    for other in ctx.store.services():
+        if (
+            other.service_id != ctx.service_id
+            and other.user_id == user_id
+            and other.module == ctx.row.module
+            and other.state not in (S.CLOSED.value,)
+        ):
+            return False
+    client = ctx.client()
+    users = {u.id: u for u in _find_users(ctx, ctx.email)}
+    user = users.get(user_id)
+    if user is None or user.server_count > 0:
+        return False
+    try:
+        ctx.call("users.delete", client.users.delete, user_id)
+    except NotFoundError:
+        return False
+    except ConflictError:
+        return False  # owns something after all
+    return True
+
+
+_STEPS: Mapping[ServiceState, Callable[[StepContext], Outcome]] = {
+    S.PENDING: _pending,
+    S.SELECTING_MODULE: _selecting_module,
+    S.CLAIMING_SERVER: _claiming_server,
+    S.CREATING_USER: _creating_user,
+    S.ASSIGNING_OWNER: _assigning_owner,
+    S.BINDING_IPS: _binding_ips,
+    S.INSTALLING_OS: _installing_os,
+    S.ACTIVE: _active,
+    S.SUSPENDING: _suspending,
+    S.SUSPENDED: _suspended,
+    S.RESUMING: _resuming,
+    S.REINSTALLING: _reinstalling,
+    S.REBOOTING: _rebooting,
+    S.TERMINATING: _terminating,
+    S.FAILED: _failed,
+}

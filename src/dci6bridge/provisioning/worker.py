@@ -1,0 +1,236 @@
+"""The long-running worker: :class:`Worker` and its command-line entry point.
+
+``Worker(prov).run_forever()`` calls :meth:`Provisioner.tick` in a loop (in
+``concurrency`` threads), runs the reconciler sweep every ``reconcile_every`` seconds
+(one worker of the deployment at a time, through a store singleton) and stops gracefully
+on :meth:`Worker.stop`, SIGTERM or SIGINT: the step in progress finishes and its lease is
+released, nothing is cut in half.
+
+``python -m dci6bridge worker --store URL --config catalog.toml`` (or :func:`main`) runs
+one in a process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Any
+
+from ..errors import ConfigError
+from .provisioner import Provisioner
+
+__all__ = ["Worker", "add_arguments", "main", "run_from_args"]
+
+log = logging.getLogger("dci6bridge.provisioning")
+
+_RECONCILER = "reconciler"
+
+
+class Worker:
+    """Drive a :class:`Provisioner` until stopped.
+
+    Args:
+        prov: the provisioner (its store is shared with the other workers).
+        concurrency: threads calling :meth:`Provisioner.tick` (each works on one
+            service at a time).
+        idle_sleep: seconds to wait when nothing is runnable.
+        reconcile_every: seconds between reconciler sweeps (``0`` disables them).
+    """
+
+    def __init__(
+        self,
+        prov: Provisioner,
+        *,
+        concurrency: int = 1,
+        idle_sleep: float = 1.0,
+        reconcile_every: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        problems = []
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            problems.append(f"concurrency: {concurrency!r} is not an int >= 1")
+        for name, value in (("idle_sleep", idle_sleep), ("reconcile_every", reconcile_every)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                problems.append(f"{name}: {value!r} is not a number >= 0")
+        if problems:
+            raise ConfigError(problems)
+        self.prov = prov
+        self.concurrency = concurrency
+        self.idle_sleep = float(idle_sleep)
+        self.reconcile_every = float(reconcile_every)
+        self._clock = clock
+        self._stop = threading.Event()
+        self._last_sweep: float | None = None
+        self._sweep_lock = threading.Lock()
+        #: services worked on since start (all threads)
+        self.worked = 0
+        self._count_lock = threading.Lock()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` was called (or a signal received)."""
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        """Ask the worker to stop after the step in progress (thread- and signal-safe)."""
+        self._stop.set()
+
+    def _maybe_reconcile(self) -> None:
+        if self.reconcile_every <= 0:
+            return
+        with self._sweep_lock:
+            now = self._clock()
+            if self._last_sweep is not None and now - self._last_sweep < self.reconcile_every:
+                return
+            self._last_sweep = now
+        prov = self.prov
+        try:
+            if prov.store.try_singleton(_RECONCILER, prov.worker_id, self.reconcile_every):
+                report = prov.reconcile()
+                if not report.clean:
+                    log.warning(
+                        "reconciler: %d stuck, %d orphan servers, %d reservations released, "
+                        "%d errors",
+                        len(report.stuck),
+                        len(report.orphans),
+                        len(report.released_claims),
+                        len(report.errors),
+                    )
+        except Exception:  # a failed sweep must not stop provisioning
+            log.exception("reconciler sweep failed")
+
+    def run_once(self) -> int:
+        """One pass: the sweep if it is due, then one :meth:`Provisioner.tick` for up
+        to ``concurrency`` services. Returns the number of services worked on."""
+        self._maybe_reconcile()
+        worked = self.prov.tick(max_services=self.concurrency)
+        with self._count_lock:
+            self.worked += worked
+        return worked
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._maybe_reconcile()
+            try:
+                worked = self.prov.tick(max_services=1)
+            except Exception:  # store down, bug: log, wait, go on
+                log.exception("worker tick failed")
+                worked = 0
+            with self._count_lock:
+                self.worked += worked
+            if not worked:
+                self._stop.wait(self.idle_sleep)
+
+    def run_forever(self) -> None:
+        """Work until :meth:`stop`, SIGTERM or SIGINT. Signal handlers are installed only
+        when called from the main thread (and restored on return)."""
+        previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+
+            def handle(signum: int, frame: FrameType | None) -> None:
+                log.info("worker %s: signal %d, stopping", self.prov.worker_id, signum)
+                self.stop()
+
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, handle)
+        log.info(
+            "worker %s: started (concurrency %d, store %s)",
+            self.prov.worker_id,
+            self.concurrency,
+            type(self.prov.store).__name__,
+        )
+        helpers = [
+            threading.Thread(target=self._loop, name=f"dci6bridge-worker-{i}", daemon=True)
+            for i in range(1, self.concurrency)
+        ]
+        try:
+            for t in helpers:
+                t.start()
+            self._loop()
+        finally:
+            self.stop()
+            for t in helpers:
+                t.join()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            log.info("worker %s: stopped after %d services", self.prov.worker_id, self.worked)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The worker's own options (``--store`` and ``--config`` are added by the caller)."""
+    parser.add_argument("--worker-id", help="name of this worker in leases and history")
+    parser.add_argument("--once", action="store_true", help="work until idle, then exit")
+    parser.add_argument("--concurrency", type=int, default=1, help="threads (default 1)")
+    parser.add_argument(
+        "--poll-interval", type=float, default=15.0, help="seconds between install polls"
+    )
+    parser.add_argument("--lease-ttl", type=float, default=60.0, help="lease seconds")
+    parser.add_argument(
+        "--idle-sleep", type=float, default=1.0, help="seconds to wait when idle"
+    )
+    parser.add_argument(
+        "--reconcile-every",
+        type=float,
+        default=300.0,
+        help="seconds between reconciler sweeps (0: never)",
+    )
+    parser.add_argument(
+        "--max-attempts", type=int, default=5, help="retries of a step before it fails"
+    )
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run a worker for parsed arguments (``store``, ``config`` and :func:`add_arguments`'s
+    options). Returns the exit status."""
+    from ..domain import Catalog
+    from ..stores import open_store
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+    catalog = Catalog.from_toml(args.config)
+    store = open_store(args.store)
+    try:
+        with Provisioner(
+            catalog,
+            store,
+            worker_id=args.worker_id,
+            poll_interval=args.poll_interval,
+            lease_ttl=args.lease_ttl,
+            max_attempts=args.max_attempts,
+        ) as prov:
+            worker = Worker(
+                prov,
+                concurrency=args.concurrency,
+                idle_sleep=args.idle_sleep,
+                reconcile_every=args.reconcile_every,
+            )
+            if args.once:
+                prov.run_until_idle()
+            else:
+                worker.run_forever()
+    finally:
+        store.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m dci6bridge.provisioning.worker --store URL --config PATH [...]``."""
+    parser = argparse.ArgumentParser(prog="dci6bridge-worker", description=__doc__)
+    parser.add_argument("--store", required=True, help="status store URL")
+    parser.add_argument("--config", required=True, help="catalog TOML file")
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
