@@ -2,9 +2,10 @@
 ``CHECK_CONNECTION``, WHMCS's "Test Connection").
 
 For each module of a catalog: log in and read ``whoami``, confirm that its data center's
-Location ID exists in DCImanager, and read the free-server counts of the configurations
-its tariffs sell. Whatever goes wrong becomes a problem of that module; one broken module
-never hides the others and nothing raises.
+Location ID exists in DCImanager and offers the OS templates its tariffs name, and read
+the free-server counts of the configurations its tariffs sell. Whatever goes wrong
+becomes a problem of that module; one broken module never hides the others and nothing
+raises.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from .domain import Catalog, ProcessingModule
 __all__ = ["ModuleCheck", "check_module", "check_modules"]
 
 ClientFactory = Callable[[ProcessingModule], Client]
+
+_SHOW_NAMES = 8
 
 
 @attrs.frozen
@@ -79,6 +82,26 @@ def _check_location(dci: Client, module: ProcessingModule, problems: list[str]) 
     return False
 
 
+def _check_os_templates(
+    dci: Client, catalog: Catalog, module: ProcessingModule, problems: list[str]
+) -> None:
+    location_id = module.data_center.location_id
+    try:
+        available = {t.name for t in dci.os_templates.list(location_id)}
+    except Exception as exc:  # any failure is this module's problem, never a traceback
+        problems.append(f"listing OS templates failed: {_describe(exc)}")
+        return
+    for tariff in catalog.tariffs_of(module):
+        for name in tariff.os_templates:
+            if name not in available:
+                known = ", ".join(map(repr, sorted(available)[:_SHOW_NAMES]))
+                more = ", ..." if len(available) > _SHOW_NAMES else ""
+                problems.append(
+                    f"OS template {name!r} of tariff {tariff.name!r} is not in location "
+                    f"{location_id} (templates: {known or 'none'}{more})"
+                )
+
+
 def _free_counts(
     dci: Client,
     catalog: Catalog,
@@ -130,6 +153,8 @@ def check_module(
             else:
                 user_email = connection.user_email
                 location_ok = _check_location(dci, module, problems)
+                if location_ok:
+                    _check_os_templates(dci, catalog, module, problems)
                 free = _free_counts(dci, catalog, module, problems, warnings)
     except Exception as exc:  # building or closing the client; reported, never raised
         problems.append(_describe(exc))
@@ -153,6 +178,11 @@ def check_modules(
     max_workers: int = 4,
 ) -> list[ModuleCheck]:
     """Check every module of ``catalog``, disabled ones included; results in catalog order.
+
+    Per module: log in and read ``whoami``; the data center's Location ID must be among
+    DCImanager's locations, and every OS template of the module's tariffs among that
+    location's templates; free servers are counted for each configuration its tariffs
+    sell (a configuration DCImanager does not report is a warning, not a failure).
 
     Modules are checked ``max_workers`` at a time (each with its own client), so one
     unreachable server does not make the others wait for its timeout. ``client_factory``

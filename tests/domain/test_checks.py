@@ -158,6 +158,22 @@ def test_missing_location_fails_that_module_only(fake: FakeDCImanager) -> None:
     assert fra.free_counts  # still read: it helps to see what the server offers
 
 
+def test_os_template_missing_in_the_location_is_a_problem(fake: FakeDCImanager) -> None:
+    base = make_catalog(fake)
+    catalog = Catalog(
+        data_centers=base.data_centers,
+        modules=base.modules,
+        tariffs=[*base.tariffs, Tariff("WIN", E3, ("Debian 12", "Windows 95"), ("ams",))],
+    )
+    ams, fra = check_modules(catalog, client_factory=factory(fake))
+    assert fra.ok
+    assert not ams.ok
+    assert ams.problems == (
+        "OS template 'Windows 95' of tariff 'WIN' is not in location 1 "
+        "(templates: 'AlmaLinux 9', 'Debian 12', 'Ubuntu 22.04')",
+    )
+
+
 def test_failing_configuration_endpoint_is_a_problem(fake: FakeDCImanager) -> None:
     fake.set_faults(unavailable_rate=1.0, unavailable_routes={"servers.configurations"})
     ams, _ = check_modules(make_catalog(fake), client_factory=factory(fake))
