@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from ..errors import ConfigError
+from dci6bridge.errors import ConfigError
 
 __all__ = [
     "FAILPOINTS",
@@ -111,7 +111,7 @@ _ENV_SEED = "DCI6BRIDGE_FAILPOINT_SEED"
 _ENV_MARKER = "DCI6BRIDGE_FAILPOINT_MARKER"
 
 
-class FailpointCrash(BaseException):  # noqa: N818 - it models a crash, not an error
+class FailpointCrash(BaseException):
     """A failpoint with the ``raise`` action fired.
 
     Derives from :class:`BaseException` so that no ``except Exception`` in the

@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from ..stores.base import OutboxMsg, StatusStore
+from dci6bridge.stores.base import OutboxMsg, StatusStore
 
 __all__ = ["Event", "EventKind", "OutboxRelay", "event_from_msg"]
 

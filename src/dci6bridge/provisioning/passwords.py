@@ -11,8 +11,8 @@ from __future__ import annotations
 import random
 import string
 
-from ..errors import ConfigError
-from ..secret import Secret
+from dci6bridge.errors import ConfigError
+from dci6bridge.secret import Secret
 
 __all__ = ["generate_password"]
 

@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..domain import Catalog, Order, ProcessingModule
-from ..errors import (
+from dci6bridge.domain import Catalog, Order, ProcessingModule
+from dci6bridge.errors import (
     APIStatusError,
     ConfigError,
     InvalidRequest,
@@ -34,9 +34,17 @@ from ..errors import (
     StaleState,
     StoreError,
 )
-from ..selection import select_module
-from ..stores.base import DepartmentTask, Lease, NewOutbox, NewTask, StatusStore, StoredService
-from ..stores.base import Transition as Transition
+from dci6bridge.selection import select_module
+from dci6bridge.stores.base import (
+    DepartmentTask,
+    Lease,
+    NewOutbox,
+    NewTask,
+    StatusStore,
+    StoredService,
+)
+from dci6bridge.stores.base import Transition as Transition
+
 from ._failpoints import Failpoints
 from .events import Event, EventKind, OutboxRelay
 from .service import Service, service_from_row
@@ -56,7 +64,8 @@ from .steps import (
 )
 
 if TYPE_CHECKING:
-    from ..client import Client
+    from dci6bridge.client import Client
+
     from .reconciler import ReconcileReport
 
 __all__ = ["Provisioner"]
@@ -85,6 +94,16 @@ _PERMANENT: tuple[type[BaseException], ...] = (
     OperationError,
     APIStatusError,  # after RETRYABLE took 409 and 5xx: 400, 401, 403, 404, ...
 )
+
+
+def check_number(name: str, value: Any, low: float, *, integer: bool = False) -> list[str]:
+    """``[]`` if ``value`` is a number (an int when ``integer``) of at least ``low``,
+    else the problem naming ``name`` and the value."""
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or value < low:
+        what = "an int" if integer else "a number"
+        return [f"{name}: {value!r} is not {what} >= {low:g}"]
+    return []
 
 
 def _default_worker_id() -> str:
@@ -153,18 +172,19 @@ class Provisioner:
         failpoints: Failpoints | None = None,
         unsafe_skip_readback: bool | None = None,
     ) -> None:
+        given: dict[str, Any] = {
+            "catalog": catalog,
+            "lease_ttl": lease_ttl,
+            "poll_interval": poll_interval,
+            "install_timeout": install_timeout,
+            "max_attempts": max_attempts,
+        }
         problems = []
-        if not isinstance(catalog, Catalog):
+        if not isinstance(given["catalog"], Catalog):
             problems.append(f"catalog: {type(catalog).__name__} is not a Catalog")
-        for name, value, low in (
-            ("lease_ttl", lease_ttl, 1e-3),
-            ("poll_interval", poll_interval, 0.0),
-            ("install_timeout", install_timeout, 1e-3),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
-                problems.append(f"{name}: {value!r} is not a number >= {low}")
-        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-            problems.append(f"max_attempts: {max_attempts!r} is not an int >= 1")
+        for name, low in (("lease_ttl", 1e-3), ("poll_interval", 0.0), ("install_timeout", 1e-3)):
+            problems += check_number(name, given[name], low)
+        problems += check_number("max_attempts", given["max_attempts"], 1, integer=True)
         if problems:
             raise ConfigError(problems)
         if unsafe_skip_readback is None:
@@ -207,7 +227,7 @@ class Provisioner:
     def _make_client(self, module: ProcessingModule) -> Client:
         if self._client_factory is not None:
             return self._client_factory(module)
-        from ..connect import client_for
+        from dci6bridge.connect import client_for
 
         sleep: Any = self._sleep
         return client_for(module, transport=self._transport, clock=self._clock, sleep=sleep)
@@ -304,7 +324,8 @@ class Provisioner:
 
     def resolve_task(self, task_id: int, resolution: str) -> DepartmentTask:
         """Mark a department task resolved, saying what was done."""
-        if not isinstance(resolution, str) or not resolution.strip():
+        text: Any = resolution
+        if not isinstance(text, str) or not text.strip():
             raise ConfigError("resolution: say what was done (a non-empty string)")
         return self.store.resolve_task(task_id, resolution)
 
@@ -372,7 +393,7 @@ class Provisioner:
             # key is the action at the service's current request sequence and version.
             row = self._row(service_id)
             request_id = f"auto:{action}:{row.desired_seq}:{row.version}"
-        elif not isinstance(request_id, str) or not request_id:
+        elif not isinstance(request_id, str) or not request_id:  # type: ignore[redundant-expr]
             raise ConfigError(f"request_id: {request_id!r} is not a non-empty string")
         row, applied = self.store.request(
             service_id,
@@ -419,8 +440,7 @@ class Provisioner:
         if state is not S.ACTIVE or svc.desired != S.ACTIVE.value or pending:
             why = f"pending {pending['kind']}" if isinstance(pending, Mapping) else state.value
             raise InvalidRequest(
-                f"service {svc.service_id!r} is not ACTIVE and idle ({why}); "
-                f"it cannot {action} now"
+                f"service {svc.service_id!r} is not ACTIVE and idle ({why}); it cannot {action} now"
             )
         return {
             "data": {"action": wanted},

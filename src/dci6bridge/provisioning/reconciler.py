@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ..client.query import Q
-from ..domain import Order
-from ..errors import ConfigError, Dci6BridgeError, InvalidRequest, ServiceNotFound
-from ..stores.base import NewTask, StoredService
+from dci6bridge.client.query import Q
+from dci6bridge.domain import Order
+from dci6bridge.errors import ConfigError, Dci6BridgeError, InvalidRequest, ServiceNotFound
+from dci6bridge.stores.base import NewTask, StoredService
+
 from .states import ServiceState
 from .steps import user_email
 
@@ -207,16 +208,21 @@ def _stale_claims(prov: Provisioner, rows: list[StoredService]) -> list[int]:
         row = by_id.get(service_id)
         if row is None or row.state not in (S.CLOSED.value, S.FAILED.value):
             continue
-        if row.state == S.FAILED.value and row.server_id == server_id and row.failed_from in (
-            S.BINDING_IPS.value,
-            S.INSTALLING_OS.value,
-            S.ACTIVE.value,
-            S.SUSPENDING.value,
-            S.SUSPENDED.value,
-            S.RESUMING.value,
-            S.REINSTALLING.value,
-            S.REBOOTING.value,
-            S.TERMINATING.value,
+        if (
+            row.state == S.FAILED.value
+            and row.server_id == server_id
+            and row.failed_from
+            in (
+                S.BINDING_IPS.value,
+                S.INSTALLING_OS.value,
+                S.ACTIVE.value,
+                S.SUSPENDING.value,
+                S.SUSPENDED.value,
+                S.RESUMING.value,
+                S.REINSTALLING.value,
+                S.REBOOTING.value,
+                S.TERMINATING.value,
+            )
         ):
             continue  # handed over already: the server stays with the failed service
         module = row.module
@@ -229,13 +235,18 @@ def _stale_claims(prov: Provisioner, rows: list[StoredService]) -> list[int]:
             continue
         if server.owner_email is not None:
             continue
+        patch: Mapping[str, Any] = {"data": {"release_claim": server_id}, "runnable": True}
+
+        def decide(_svc: StoredService, patch: Mapping[str, Any] = patch) -> Mapping[str, Any]:
+            return patch
+
         try:
             prov.store.request(
                 service_id,
                 f"reconcile:release:{server_id}:{row.version}",
                 "release_claim",
                 {"server_id": server_id},
-                lambda svc, sid=server_id: {"data": {"release_claim": sid}, "runnable": True},
+                decide,
             )
         except (InvalidRequest, ServiceNotFound):
             continue

@@ -7,8 +7,9 @@ from typing import Any
 
 import attrs
 
-from ..secret import Secret
-from ..stores.base import StoredService
+from dci6bridge.secret import Secret
+from dci6bridge.stores.base import StoredService
+
 from .states import ServiceState, ServiceStatus, status_of
 
 __all__ = ["PASSWORD_VISIBLE", "Service", "service_from_row"]

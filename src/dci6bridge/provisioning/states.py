@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 
-from ..errors import InvalidRequest
+from dci6bridge.errors import InvalidRequest
 
 __all__ = [
     "IN_FLIGHT",
@@ -66,7 +66,7 @@ S = ServiceState
 
 #: The billing status of every state.
 STATUS_OF: Mapping[ServiceState, ServiceStatus] = {
-    **{s: ServiceStatus.IN_PROGRESS for s in ServiceState},
+    **dict.fromkeys(ServiceState, ServiceStatus.IN_PROGRESS),
     S.ACTIVE: ServiceStatus.ACTIVE,
     S.SUSPENDED: ServiceStatus.SUSPENDED,
     S.CLOSED: ServiceStatus.CLOSED,

@@ -11,6 +11,7 @@ the provisioner backs off and counts the attempt.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -18,10 +19,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
-from ..client.models import Server, User
-from ..client.query import Q
-from ..domain import Catalog, Order, ProcessingModule, Tariff
-from ..errors import (
+from dci6bridge.client.models import Server, User
+from dci6bridge.client.query import Q
+from dci6bridge.domain import Catalog, Order, ProcessingModule, Tariff
+from dci6bridge.errors import (
     APIConnectionError,
     ConfigError,
     ConflictError,
@@ -31,15 +32,16 @@ from ..errors import (
     ServerError,
     StaleState,
 )
-from ..selection import select_module
-from ..stores.base import Lease, NewOutbox, NewTask, StatusStore, StoredService
+from dci6bridge.selection import select_module
+from dci6bridge.stores.base import Lease, NewOutbox, NewTask, StatusStore, StoredService
+
 from ._failpoints import Failpoints
 from .events import CREATED_AT_KEY, EventKind
 from .passwords import generate_password
 from .states import ServiceState
 
 if TYPE_CHECKING:
-    from ..client import Client
+    from dci6bridge.client import Client
 
 __all__ = [
     "RETRYABLE",
@@ -246,9 +248,7 @@ class StepContext:
     # ------------------------------------------------------------------ store writes
     def checkpoint(self, what: str, patch: Mapping[str, Any]) -> None:
         """A same-state fenced write (no history row)."""
-        self.row = self.store.checkpoint(
-            self.lease, expected_version=self.row.version, patch=patch
-        )
+        self.row = self.store.checkpoint(self.lease, expected_version=self.row.version, patch=patch)
         self.failpoints.hit(f"after:store.checkpoint:{what}")
 
     def reserve(self, server_id: int) -> bool:
@@ -446,9 +446,7 @@ def _claiming_server(ctx: StepContext) -> Outcome:
     listed = ctx.call("servers.list", first_page)
     # the remote filter covers owner and is_new only; check the rest of the rules here
     candidates = [
-        s
-        for s in listed
-        if s.is_free and s.configuration == cfg and s.location_id == location
+        s for s in listed if s.is_free and s.configuration == cfg and s.location_id == location
     ]
     ctx.rng.shuffle(candidates)
     for server in candidates:
@@ -496,19 +494,15 @@ def _creating_user(ctx: StepContext) -> Outcome:
             full_name=f"{name} {USER_MARKER}",
         )
         created = user.id
-        if ctx.settings.unsafe_skip_readback:
-            users = [user]
-        else:
-            # read back: a sibling service of the same customer may have created one too
-            users = _find_users(ctx, email) or [user]
+        # read back: a sibling service of the same customer may have created one too
+        skip = ctx.settings.unsafe_skip_readback
+        users = [user] if skip else (_find_users(ctx, email) or [user])
     chosen = users[0]
     # duplicates left by a concurrent or crashed creation own nothing: remove them
     for extra in users[1:]:
         if extra.server_count == 0:
-            try:
+            with contextlib.suppress(NotFoundError):
                 ctx.call("users.delete", client.users.delete, extra.id)
-            except NotFoundError:
-                pass
     return Advance(
         S.ASSIGNING_OWNER,
         patch={"user_id": chosen.id},
@@ -535,7 +529,8 @@ def _taken(ctx: StepContext, server_id: int, owner: str | None) -> Outcome:
 def _assigning_owner(ctx: StepContext) -> Outcome:
     server_id = ctx.row.server_id
     user_id = ctx.row.user_id
-    assert server_id is not None and user_id is not None
+    assert server_id is not None
+    assert user_id is not None
     client = ctx.client()
     ips_before: list[int] = list(ctx.data.get("ips_before") or ())
     if ctx.settings.unsafe_skip_readback:
@@ -803,16 +798,13 @@ def _terminating(ctx: StepContext) -> Outcome:
             if op is not None and not op.is_terminal:
                 return Wait(ctx.settings.poll_interval, f"operation {op.status} on the server")
             if str(getattr(server.power_status, "value", server.power_status)) == "on":
-                try:
+                # already off or powering off: the owner release does not care
+                with contextlib.suppress(ConflictError):
                     ctx.call("servers.power_off", client.servers.power_off, server_id)
-                except ConflictError:
-                    pass  # already off or powering off: the owner release does not care
                 done["powered_off"] = True
             for ip in _our_ips(server, row.data.get("ips_before") or ()):
-                try:
+                with contextlib.suppress(NotFoundError):
                     ctx.call("ips.release", client.ips.release, ip.id)
-                except NotFoundError:
-                    pass
             done["released_ips"] = len(_our_ips(server, row.data.get("ips_before") or ()))
             ctx.call("servers.release_owner", client.servers.release_owner, server_id)
             # release the reservation only once the remote owner is confirmed empty

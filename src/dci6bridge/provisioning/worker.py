@@ -21,8 +21,9 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
-from ..errors import ConfigError
-from .provisioner import Provisioner
+from dci6bridge.errors import ConfigError
+
+from .provisioner import Provisioner, check_number
 
 __all__ = ["Worker", "add_arguments", "main", "run_from_args"]
 
@@ -51,12 +52,9 @@ class Worker:
         reconcile_every: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        problems = []
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            problems.append(f"concurrency: {concurrency!r} is not an int >= 1")
-        for name, value in (("idle_sleep", idle_sleep), ("reconcile_every", reconcile_every)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                problems.append(f"{name}: {value!r} is not a number >= 0")
+        problems = check_number("concurrency", concurrency, 1, integer=True)
+        problems += check_number("idle_sleep", idle_sleep, 0.0)
+        problems += check_number("reconcile_every", reconcile_every, 0.0)
         if problems:
             raise ConfigError(problems)
         self.prov = prov
@@ -129,7 +127,7 @@ class Worker:
     def run_forever(self) -> None:
         """Work until :meth:`stop`, SIGTERM or SIGINT. Signal handlers are installed only
         when called from the main thread (and restored on return)."""
-        previous: dict[int, Any] = {}
+        previous: dict[signal.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():
 
             def handle(signum: int, frame: FrameType | None) -> None:
@@ -173,9 +171,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--poll-interval", type=float, default=15.0, help="seconds between install polls"
     )
     parser.add_argument("--lease-ttl", type=float, default=60.0, help="lease seconds")
-    parser.add_argument(
-        "--idle-sleep", type=float, default=1.0, help="seconds to wait when idle"
-    )
+    parser.add_argument("--idle-sleep", type=float, default=1.0, help="seconds to wait when idle")
     parser.add_argument(
         "--reconcile-every",
         type=float,
@@ -190,8 +186,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_from_args(args: argparse.Namespace) -> int:
     """Run a worker for parsed arguments (``store``, ``config`` and :func:`add_arguments`'s
     options). Returns the exit status."""
-    from ..domain import Catalog
-    from ..stores import open_store
+    from dci6bridge.domain import Catalog
+    from dci6bridge.stores import open_store
 
     if not logging.getLogger().handlers:
         logging.basicConfig(
