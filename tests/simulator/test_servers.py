@@ -52,7 +52,8 @@ def test_list_has_the_documented_item_shape(http: httpx.Client) -> None:
     assert set(item) >= F2_KEYS | EXTRA_KEYS
     assert set(item["operation"]) == {"id", "status", "status_info", "progress_info"}
     assert isinstance(item["operation"]["progress_info"], list)
-    assert item["hardware_info"] == {} and item["perform_info"] == {}
+    assert item["hardware_info"] == {}
+    assert item["perform_info"] == {}
     assert isinstance(item["settings"]["efi"], bool)
     for conn in item["switch_connection"]:
         assert set(conn) >= CONNECTION_KEYS
@@ -63,7 +64,8 @@ def test_list_has_the_documented_item_shape(http: httpx.Client) -> None:
 
 def test_get_one_server_is_not_wrapped(http: httpx.Client) -> None:
     body = ok(http.get("dci/v3/server/2"))
-    assert body["id"] == 2 and "list" not in body
+    assert body["id"] == 2
+    assert "list" not in body
     assert body == ok(http.get("dci/v3/server", params={"where": "id EQ 2"}))["list"][0]
 
 
@@ -109,7 +111,9 @@ def test_documented_free_server_filter(fake: FakeDCImanager, http: httpx.Client)
         "&where=(owner_email%20IS%20null)+AND+is_new%20EQ%20false"
     )
     ids = [s["id"] for s in ok(r)["list"]]
-    assert 5 not in ids and 6 not in ids and len(ids) == 10
+    assert 5 not in ids
+    assert 6 not in ids
+    assert len(ids) == 10
 
 
 def test_owner_set_conflict_and_release(fake: FakeDCImanager, http: httpx.Client) -> None:
@@ -168,7 +172,8 @@ def test_ports_off_leaves_ipmi_up(fake: FakeDCImanager, http: httpx.Client) -> N
         False: "down",
     }
     st = fake.state.servers[2]
-    assert st.ipmi_up and st.data_ports_up is False
+    assert st.ipmi_up
+    assert st.data_ports_up is False
     # Other servers' ports are untouched.
     assert fake.state.servers[1].data_ports_up is True
     ports = ok(http.get(f"dci/v3/switch/{data[0]['switch']}/port"))
@@ -202,13 +207,16 @@ def test_power_with_duration_is_an_operation() -> None:
     fake = FakeDCImanager.with_inventory(locations=1, servers_per_location=1, power_duration=30)
     with closing(api(fake)) as http:
         body = ok(http.post("dci/v3/server/1/power_off", json={}))
-        assert body["id"] == 1 and isinstance(body["task"], str)
+        assert body["id"] == 1
+        assert isinstance(body["task"], str)
         server = ok(http.get("dci/v3/server/1"))
-        assert server["operation"]["status"] == "running" and server["power_status"] == "on"
+        assert server["operation"]["status"] == "running"
+        assert server["power_status"] == "on"
         assert error_of(http.post("dci/v3/server/1/power_reset", json={}), 409)
         fake.advance(30)
         server = ok(http.get("dci/v3/server/1"))
-        assert server["operation"]["status"] == "ok" and server["power_status"] == "off"
+        assert server["operation"]["status"] == "ok"
+        assert server["power_status"] == "off"
 
 
 def test_ip_bind_and_unbind(fake: FakeDCImanager, http: httpx.Client) -> None:
@@ -217,7 +225,8 @@ def test_ip_bind_and_unbind(fake: FakeDCImanager, http: httpx.Client) -> None:
     free_before = pool["total_ip"] - pool["using_ip"]
     ok(http.post("dci/v3/server/1/ip", json={"ipv4_number": 2, "ipv4_pool": [pool["id"]]}))
     ips = ok(http.get("dci/v3/server/1"))["ip"]
-    assert len(ips) == 2 and all(ip["family"] == "ipv4" for ip in ips)
+    assert len(ips) == 2
+    assert all(ip["family"] == "ipv4" for ip in ips)
     assert {"domain", "family", "gateway", "id", "name", "network", "status"} <= set(ips[0])
     ok(http.delete(f"dci/v3/ip/{ips[0]['id']}"))
     assert [ip["id"] for ip in ok(http.get("dci/v3/server/1"))["ip"]] == [ips[1]["id"]]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,7 @@ class FakeDCImanager:
         conditional_owner: refuse (409) to assign a server another user owns; False
             overwrites the owner instead.
         url: the base URL clients use in-process.
+        sleep, async_sleep: how injected latency is slept (real sleeps by default).
     """
 
     def __init__(
@@ -72,6 +75,8 @@ class FakeDCImanager:
         unique_user_emails: bool = False,
         conditional_owner: bool = True,
         url: str = "https://dci.test",
+        sleep: Callable[[float], None] = time.sleep,
+        async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         problems = []
         if install_duration < 0:
@@ -107,7 +112,8 @@ class FakeDCImanager:
             conditional_owner=conditional_owner,
         )
         self.app = App(self.world, api_prefix)
-        self._transport = FakeTransport(self.app)
+        self.sleep = sleep
+        self._transport = FakeTransport(self.app, sleep=sleep, async_sleep=async_sleep)
 
     # ------------------------------------------------------------------ constructors
 

@@ -59,7 +59,7 @@ _TOKEN = re.compile(
   | (?P<lparen>\()
   | (?P<rparen>\))
   | (?P<string>'(?:[^'\\]|\\.|'')*')
-  | (?P<number>-?\d+(?:\.\d+)?)
+  | (?P<number>-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)
   | (?P<word>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)
     """,
     re.VERBOSE | re.DOTALL,
@@ -94,7 +94,9 @@ def _tokenize(text: str) -> list[_Tok]:
             value = _UNESCAPE.sub(lambda g: g.group(1) if g.group(1) is not None else "'", inner)
             tokens.append(_Tok("string", raw, pos, value))
         elif kind == "number":
-            tokens.append(_Tok("number", raw, pos, float(raw) if "." in raw else int(raw)))
+            tokens.append(
+                _Tok("number", raw, pos, int(raw) if raw.lstrip("-").isdigit() else float(raw))
+            )
         elif kind == "word":
             upper = raw.upper()
             if upper in _KEYWORDS:

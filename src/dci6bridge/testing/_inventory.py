@@ -257,7 +257,7 @@ class Inventory:
                     "network": base.network,
                     "gateway": base.gateway,
                     **{k: v for k, v in raw.items() if k != "size"},
-                    "addresses": base.addresses,
+                    "addresses": list(base.addresses),
                 }
             pools.append(_build(IpPoolSpec, raw, f"ip_pools[{i}]"))
         return cls(

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
@@ -115,7 +114,7 @@ class _Handler(BaseHTTPRequestHandler):
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         reply = fake.app.handle(self.command, unquote(parts.path), query, headers, body)
         if reply.delay:
-            time.sleep(reply.delay)
+            fake.sleep(reply.delay)
         if self.server.log is not None:
             note = " (answer dropped)" if reply.lost else ""
             self.server.log(f"{self.command} {reply.route} -> {reply.status}{note}")

@@ -475,7 +475,7 @@ class World:
 
     def assign_ips(self, server_id: int, count: int, pool_ids: list[int] | None) -> dict[str, Any]:
         server = self.server(server_id)
-        if pool_ids is None:
+        if not pool_ids:  # None or []: the location's pools (the client sends [] for "any")
             pools = [p for p in self.pools.values() if p.location_id == server.location_id]
         else:
             unknown = [p for p in pool_ids if p not in self.pools]
