@@ -35,6 +35,7 @@ T = TypeVar("T")
 _QUERY_SAFE: Final = "'(),@:"
 _EXPIRY_MARGIN_S: Final = 60.0
 _MAX_TEXT: Final = 300
+_MIN_SECRET: Final = 4
 
 
 @attrs.frozen
@@ -211,8 +212,16 @@ class Core:
         return None if body is None else encode_json(body)
 
     def secrets(self) -> list[str]:
-        """Values that must never appear in an exception: the password and the token."""
-        return [s.reveal() for s in (self.auth.password, self.auth.token) if s]
+        """Values that must never appear in an exception: the password and the token.
+
+        Values under four characters are left out: masking them would garble every
+        message while hiding next to nothing.
+        """
+        return [
+            s.reveal()
+            for s in (self.auth.password, self.auth.token)
+            if s is not None and len(s.reveal()) >= _MIN_SECRET
+        ]
 
     # ------------------------------------------------------------------ login
 

@@ -7,8 +7,10 @@ The grammar is not documented by the vendor; what is attested in real requests
 
 Rendering rules (the simulator parses exactly this):
 
-* a single quote inside a string is **doubled** (``'O''Brien'``), SQL style; backslashes
-  are ordinary characters;
+* inside a string a single quote is **doubled** (``'O''Brien'``, the SQL standard) and
+  a backslash is doubled too (``'C:\\\\tmp'``), as MySQL's default mode expects; the
+  simulator reads both. Only values containing a backslash depend on this undocumented
+  detail: verify them against your installation (see ``docs/recording.md``);
 * in an ``AND`` chain, ``IS null`` tests and negations are parenthesised, plain
   comparisons are not, so :meth:`Q.free` renders as the documented
   ``(owner_email IS null) AND is_new EQ false``;
@@ -49,7 +51,7 @@ def literal(value: object, *, field: str = "value") -> str:
             raise ConfigError(f"Q({field!r}): {value!r} is not a finite number")
         return repr(value)
     if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
+        return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
     raise ConfigError(
         f"Q({field!r}): {value!r} ({type(value).__name__}) is not a str, int, float or bool"
     )

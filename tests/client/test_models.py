@@ -1,0 +1,205 @@
+"""Lenient reading of the vendor's documented example payloads (F1–F8 of the reference,
+copied verbatim) and of the quirks the reference lists."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+import dci6bridge as d
+from dci6bridge.client._converter import make_converter, structure
+from dci6bridge.client.models import OperationStatus, PortStatus, PowerStatus
+
+from .conftest import MockApi
+
+F1 = '{"list": [{"configuration": "i9-9900K-64Gb-2x1024NVMe", "free_server_count": 42}]}'
+
+F2 = """
+{
+  "list": [
+    {
+      "operation": {"id": 0, "status": "string", "status_info": {}, "progress_info": [{}]},
+      "domain": "string",
+      "id": 0,
+      "os_template": {"id": 0, "name": "string", "tags": ["string"]},
+      "hardware_info": {},
+      "perform_info": {},
+      "configuration": "string",
+      "settings": {"efi": true},
+      "state": "suspending",
+      "state_info": "string",
+      "ip": [
+        {"domain": "string", "family": "ipv4", "gateway": "string", "id": 0, "name": "string",
+         "network": "string", "status": "allocating", "status_info": {}}
+      ],
+      "switch_connection": [
+        {"id": 0, "switch": 0, "connection_id": 0, "description": "string", "admin_status": "up",
+         "oper_status": "up", "do_not_collect_traffic": true, "is_ipmi_connection": true}
+      ],
+      "pdu_connection": {"port_id": 0, "port_identity": "string", "pdu_id": 0, "pdu_name": "string",
+                         "connection_id": 0}
+    }
+  ]
+}
+"""
+
+F4 = (
+    '{"list": [{"id": 0, "email": "string", "server_count": 0, "roles": "[@user]", '
+    '"vlans_per_user": 5}]}'
+)
+F5_REQUEST = (
+    '{"email":"admin@example.com","full_name":"name","password":"pass",'
+    '"phone_number":"phone","role":"level"}'
+)
+F5_RESPONSE = '{"id": 0}'
+F6 = '{"error": {"code": 1106, "msg": "...", "value": {}}}'
+F7 = '{"error": {"code": 3001, "msg": "Unauthorized"}}'
+F8 = '{"error": "Invalid parameter", "code": 400, "field": "email"}'
+F10 = '{"id":"4","key":"4-74e7c0e9-a5ff-4f52-a2ac-ed03c6ed1e21"}'
+
+
+def serve(api: MockApi, method: str, path: str, text: str, status: int = 200) -> None:
+    api.on(method, path, httpx.Response(status, content=text.encode()))
+
+
+def test_f1_configurations(api: MockApi, make_client) -> None:
+    serve(api, "GET", "/api/dci/v3/server/configuration", F1)
+    assert make_client().servers.configurations() == [
+        d.ConfigurationCount(configuration="i9-9900K-64Gb-2x1024NVMe", free_server_count=42)
+    ]
+
+
+def test_f2_server_list(api: MockApi, make_client) -> None:
+    serve(api, "GET", "/api/dci/v3/server", F2)
+    (server,) = list(make_client().servers.list())
+    assert server.id == 0
+    assert server.state == "suspending"
+    assert server.configuration == "string"
+    assert server.operation == d.Operation(id=0, status="string", status_info={}, progress_info=({},))
+    assert not server.operation.is_terminal
+    assert server.os_template is not None
+    assert server.os_template.tags == ("string",)
+    assert server.ip == (
+        d.ServerIp(
+            id=0,
+            name="string",
+            family="ipv4",
+            domain="string",
+            gateway="string",
+            network="string",
+            status="allocating",
+        ),
+    )
+    (conn,) = server.switch_connection
+    assert conn.admin_status is PortStatus.UP
+    assert conn.is_ipmi_connection is True
+    assert conn.do_not_collect_traffic is True
+    assert server.data_connections == ()
+
+
+def test_f3_one_server(api: MockApi, make_client) -> None:
+    item = json.dumps(json.loads(F2)["list"][0])
+    serve(api, "GET", "/api/dci/v3/server/2", item)
+    assert make_client().servers.get(2).id == 0
+
+
+def test_f4_users_roles_string(api: MockApi, make_client) -> None:
+    serve(api, "GET", "/api/dci/v3/user", F4)
+    assert make_client().users.list() == [d.User(id=0, email="string", roles=("@user",))]
+
+
+def test_f5_create_user(api: MockApi, make_client) -> None:
+    serve(api, "POST", "/api/dci/v3/user", F5_RESPONSE)
+    user = make_client().users.create(
+        email="admin@example.com", password="pass", full_name="name", phone_number="phone",
+        role="@level",
+    )
+    assert user.id == 0
+    sent = json.loads(api.last("/api/dci/v3/user").content)
+    assert sent == {**json.loads(F5_REQUEST), "role": "@level"}
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "cls", "code", "message"),
+    [
+        (F6, 400, d.BadRequestError, 1106, "..."),
+        (F7, 401, d.AuthenticationError, 3001, "Unauthorized"),
+        (F8, 400, d.BadRequestError, 400, "Invalid parameter"),
+    ],
+)
+def test_f6_f7_f8_errors(api: MockApi, make_client, body, status, cls, code, message) -> None:
+    serve(api, "GET", "/api/dci/v3/server/1", body, status)
+    with pytest.raises(cls) as info:
+        make_client(token="t").servers.get(1)
+    assert (info.value.error_code, info.value.message) == (code, message)
+
+
+def test_f10_string_id() -> None:
+    assert structure(json.loads(F10), d.ActionResult).id == 4
+
+
+@pytest.mark.parametrize(
+    ("roles", "expected"),
+    [
+        ("[@user]", ("@user",)),
+        ("[@admin, @user]", ("@admin", "@user")),
+        ("@admin", ("@admin",)),
+        ("[]", ()),
+        ("", ()),
+        (["@user"], ("@user",)),
+        (None, ()),
+    ],
+)
+def test_roles_shapes(roles, expected) -> None:
+    assert structure({"id": 1, "email": "a@b", "roles": roles}, d.User).roles == expected
+
+
+@pytest.mark.parametrize(("task", "expected"), [("abc", "abc"), (17, "17"), (None, None)])
+def test_task_shapes(task, expected) -> None:
+    assert structure({"id": 1, "task": task}, d.ActionResult).task == expected
+
+
+def test_unknown_enum_values_kept() -> None:
+    server = structure(
+        {"id": 1, "power_status": "HALF-ON", "operation": {"status": "deploying"}}, d.Server
+    )
+    assert server.power_status == "HALF-ON"
+    assert server.operation is not None
+    assert server.operation.status == "deploying"
+    known = structure({"id": 1, "power_status": "off", "operation": {"status": "ok"}}, d.Server)
+    assert known.power_status is PowerStatus.OFF
+    assert known.operation is not None
+    assert known.operation.status is OperationStatus.OK
+
+
+def test_nulls_read_leniently() -> None:
+    server = structure(
+        {"id": 1, "name": None, "ip": None, "switch_connection": None, "operation": None},
+        d.Server,
+    )
+    assert (server.name, server.ip, server.switch_connection) == ("", (), ())
+
+
+def test_empty_action_answers(api: MockApi, make_client) -> None:
+    api.on("POST", "/api/dci/v3/server/1/power_on", httpx.Response(200, content=b""))
+    api.on("POST", "/api/dci/v3/server/1/power_off", httpx.Response(200, json={}))
+    client = make_client()
+    assert client.servers.power_on(1) == d.ActionResult()
+    assert client.servers.power_off(1) == d.ActionResult()
+
+
+def test_operation_states() -> None:
+    assert d.Operation(status="ok").is_ok
+    assert d.Operation(status="canceled").is_terminal
+    assert d.Operation(status="install_failed").is_failed
+    assert not d.Operation(status="running").is_terminal
+
+
+def test_strict_converter_notices_unknown_fields() -> None:
+    """The strict converter exists to spot fields the models do not know yet."""
+    strict = make_converter(forbid_extra_keys=True)
+    with pytest.raises(Exception, match="surprise"):
+        strict.structure({"id": 1, "surprise": 2}, d.Location)
+    assert strict.structure({"id": 1, "name": "A"}, d.Location) == d.Location(1, "A")
