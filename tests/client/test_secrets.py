@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import attrs
 import httpx
 import pytest
 
@@ -56,7 +57,7 @@ def test_reprs_and_strs(make_client, api: MockApi) -> None:
     for obj in (client, session.core.auth, call, d.Secret(INSTALL_PASSWORD)):
         assert_clean(repr(obj))
         assert_clean(str(obj))
-    assert_clean(repr(vars(session.core.auth)))
+    assert_clean(repr(attrs.asdict(session.core.auth)))
 
 
 def test_token_client_repr() -> None:
