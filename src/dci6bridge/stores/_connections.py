@@ -28,48 +28,59 @@ class PerThread(Generic[C]):
         self._open = open_
         self._close = close
         self._name = name
+        self._local = threading.local()
         self._lock = threading.Lock()
-        self._conns: dict[tuple[int, int], C] = {}
+        # Every connection opened, with its process and thread, for close_all and pruning.
+        self._conns: list[tuple[int, threading.Thread, C]] = []
         self._closed = False
 
     def get(self) -> C:
         """This thread's connection, opened now if it has none."""
-        key = (os.getpid(), threading.get_ident())
-        conn = self._conns.get(key)
-        if conn is not None:
+        pid = os.getpid()
+        conn: C | None = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "pid", None) == pid:
             return conn
         if self._closed:
             raise StoreError(f"{self._name} is closed")
-        self._prune(key[0])
+        self._prune(pid)
         conn = self._open()
+        self._local.conn, self._local.pid = conn, pid
         with self._lock:
-            self._conns[key] = conn
+            self._conns.append((pid, threading.current_thread(), conn))
         return conn
 
     def discard(self) -> None:
         """Close and forget this thread's connection (after it broke)."""
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is None:
+            return
         with self._lock:
-            conn = self._conns.pop((os.getpid(), threading.get_ident()), None)
-        if conn is not None:
-            self._quietly_close(conn)
+            self._conns = [e for e in self._conns if e[2] is not conn]
+        self._quietly_close(conn)
 
     def close_all(self) -> None:
         """Close every connection this process opened; later :meth:`get` calls fail."""
         pid = os.getpid()
         with self._lock:
             self._closed = True
-            mine = [k for k in self._conns if k[0] == pid]
-            conns = [self._conns.pop(k) for k in mine]
-        for conn in conns:
+            mine = [e[2] for e in self._conns if e[0] == pid]
+            self._conns = [e for e in self._conns if e[0] != pid]
+        self._local.conn = None
+        for conn in mine:
             self._quietly_close(conn)
+
+    def __len__(self) -> int:
+        """Connections open in this process."""
+        pid = os.getpid()
+        return sum(1 for e in self._conns if e[0] == pid)
 
     def _prune(self, pid: int) -> None:
         # Threads come and go (thread pools, web servers); close what dead ones left.
-        alive = {t.ident for t in threading.enumerate()}
         with self._lock:
-            dead = [k for k in self._conns if k[0] == pid and k[1] not in alive]
-            conns = [self._conns.pop(k) for k in dead]
-        for conn in conns:
+            dead = [e for e in self._conns if e[0] == pid and not e[1].is_alive()]
+            self._conns = [e for e in self._conns if not (e[0] == pid and not e[1].is_alive())]
+        for _, _, conn in dead:
             self._quietly_close(conn)
 
     def _quietly_close(self, conn: C) -> None:

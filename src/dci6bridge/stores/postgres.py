@@ -150,10 +150,10 @@ class PostgresStore(SqlStore):
         pg = self._psycopg
         from psycopg.rows import dict_row
 
+        # A connect_timeout in the URL wins over the constructor's default.
+        extra = {} if "connect_timeout" in self._dsn else {"connect_timeout": self._timeout}
         try:
-            conn = pg.connect(
-                self._dsn, autocommit=True, row_factory=dict_row, connect_timeout=self._timeout
-            )
+            conn = pg.connect(self._dsn, autocommit=True, row_factory=dict_row, **extra)
         except pg.Error as exc:
             raise StoreError(f"cannot connect to PostgreSQL at {self._where}: {exc}") from exc
         # Explicit, whatever default_transaction_isolation the server has: REPEATABLE READ
