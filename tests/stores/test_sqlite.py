@@ -63,7 +63,7 @@ def test_a_held_write_lock_surfaces_as_store_error_after_the_busy_timeout(tmp_pa
 def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:
     path = tmp_path / "junk.db"
     path.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(StoreError, match="junk.db"):
+    with pytest.raises(StoreError, match=r"junk\.db"):
         SQLiteStore(path)
 
 
