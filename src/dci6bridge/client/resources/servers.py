@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import enum
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -13,7 +14,13 @@ from dci6bridge.client._converter import structure, structure_list
 from dci6bridge.client._core import Call
 from dci6bridge.client._http import AsyncSession, SyncSession
 from dci6bridge.client._retry import RetryPolicy
-from dci6bridge.client.models import ActionResult, ConfigurationCount, PortStatus, Server
+from dci6bridge.client.models import (
+    ActionResult,
+    ConfigurationCount,
+    Operation,
+    PortStatus,
+    Server,
+)
 from dci6bridge.client.query import Condition, SortKey
 from dci6bridge.errors import ConfigError, OperationFailedError, OperationTimeoutError
 from dci6bridge.secret import Secret
@@ -128,6 +135,13 @@ def servers_paging(
     )
 
 
+def _status_text(op: Operation | None) -> str | None:
+    """The operation's status as the platform wrote it (enum members by value)."""
+    if op is None or op.status is None:
+        return None
+    return op.status.value if isinstance(op.status, enum.Enum) else op.status
+
+
 @attrs.frozen
 class Waiter:
     """When a polled server is done, failed or out of time; pure, the caller polls.
@@ -172,19 +186,19 @@ class Waiter:
         newer = self.after_operation_id is None or (
             op is not None and op.id is not None and op.id > self.after_operation_id
         )
+        status = _status_text(op)
         if newer and (op is None or op.status is None or op.is_terminal):
             if op is not None and op.is_failed:
                 raise OperationFailedError(
-                    f"operation {op.id} on server {self.server_id} failed: {op.status}",
+                    f"operation {op.id} on server {self.server_id} failed: {status}",
                     server_id=self.server_id,
-                    status=str(op.status),
+                    status=status,
                     status_info=op.status_info,
                     operation=op,
                 )
             return None
         remaining = self.started + self.timeout - now
         if remaining <= 0:
-            status = None if op is None or op.status is None else str(op.status)
             raise OperationTimeoutError(
                 f"server {self.server_id}: operation still {status or 'not started'} "
                 f"after {self.timeout:g} s",
