@@ -28,9 +28,9 @@ one :class:`ConfigError`, with paths like ``modules[1].url``.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ._validate import Problems, check_bool, check_name, show
 from .domain import Catalog, DataCenter, ProcessingModule, Tariff, reference_problems
@@ -43,6 +43,8 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 __all__ = ["catalog_from_dict", "catalog_to_dict", "load_toml"]
+
+_T = TypeVar("_T")
 
 # Keys of each section; those mapped to a value are optional in the file and the value
 # fills a *missing required* key so the rest of the entry can still be checked (the
@@ -103,7 +105,7 @@ def _tables(data: Mapping[str, Any], key: str, p: Problems) -> list[Mapping[str,
 def _kwargs(
     entry: Mapping[str, Any],
     path: str,
-    keys: Any,
+    keys: Collection[str],
     required: Mapping[str, Any],
     p: Problems,
 ) -> dict[str, Any]:
@@ -118,12 +120,32 @@ def _kwargs(
     return kwargs
 
 
-def _build(cls: Any, path: str, kwargs: Mapping[str, Any], p: Problems) -> Any:
-    try:
-        return cls(**kwargs)
-    except ConfigError as e:
-        p.merge(e, old_prefix=cls.__name__, new_prefix=path)
-        return None
+def _build_section(
+    entries: Sequence[Mapping[str, Any] | None],
+    section: str,
+    cls: type[_T],
+    keys: Collection[str],
+    required: Mapping[str, Any],
+    p: Problems,
+    prepare: Callable[[Mapping[str, Any], str, dict[str, Any]], None] | None = None,
+) -> list[_T | None]:
+    """Build every entry of a section; an entry with problems becomes ``None`` (its
+    problems are in ``p``, re-rooted from ``ClassName.field`` to ``section[i].field``)."""
+    built: list[_T | None] = []
+    for i, entry in enumerate(entries):
+        if entry is None:
+            built.append(None)
+            continue
+        path = f"{section}[{i}]"
+        kwargs = _kwargs(entry, path, keys, required, p)
+        if prepare is not None:
+            prepare(entry, path, kwargs)
+        try:
+            built.append(cls(**kwargs))
+        except ConfigError as e:
+            p.merge(e, old_prefix=cls.__name__, new_prefix=path)
+            built.append(None)
+    return built
 
 
 def _password(
@@ -185,24 +207,15 @@ def catalog_from_dict(data: Mapping[str, Any], *, environ: Mapping[str, str]) ->
     module_entries = _tables(data, "modules", p)
     tariff_entries = _tables(data, "tariffs", p)
 
-    data_centers: list[DataCenter | None] = []
-    for i, entry in enumerate(dc_entries):
-        if entry is None:
-            data_centers.append(None)
-            continue
-        path = f"data_centers[{i}]"
-        kwargs = _kwargs(entry, path, _DC_KEYS, _DC_REQUIRED, p)
+    def no_location_yet(entry: Mapping[str, Any], path: str, kwargs: dict[str, Any]) -> None:
         kwargs.setdefault("location_id", None)
-        data_centers.append(_build(DataCenter, path, kwargs, p))
+
+    data_centers = _build_section(
+        dc_entries, "data_centers", DataCenter, _DC_KEYS, _DC_REQUIRED, p, no_location_yet
+    )
     dc_by_name = {dc.name: dc for dc in data_centers if dc is not None}
 
-    modules: list[ProcessingModule | None] = []
-    for i, entry in enumerate(module_entries):
-        if entry is None:
-            modules.append(None)
-            continue
-        path = f"modules[{i}]"
-        kwargs = _kwargs(entry, path, _MODULE_KEYS, _MODULE_REQUIRED, p)
+    def connect(entry: Mapping[str, Any], path: str, kwargs: dict[str, Any]) -> None:
         for key in ("password", "password_env", "password_omitted"):
             kwargs.pop(key, None)
         kwargs["password"], kwargs["password_env"] = _password(entry, path, environ, p)
@@ -218,17 +231,11 @@ def catalog_from_dict(data: Mapping[str, Any], *, environ: Mapping[str, str]) ->
             if isinstance(dc_name, str)
             else _PLACEHOLDER_DC
         )
-        modules.append(_build(ProcessingModule, path, kwargs, p))
 
-    tariffs: list[Tariff | None] = []
-    for i, entry in enumerate(tariff_entries):
-        if entry is None:
-            tariffs.append(None)
-            continue
-        path = f"tariffs[{i}]"
-        tariffs.append(
-            _build(Tariff, path, _kwargs(entry, path, _TARIFF_KEYS, _TARIFF_REQUIRED, p), p)
-        )
+    modules = _build_section(
+        module_entries, "modules", ProcessingModule, _MODULE_KEYS, _MODULE_REQUIRED, p, connect
+    )
+    tariffs = _build_section(tariff_entries, "tariffs", Tariff, _TARIFF_KEYS, _TARIFF_REQUIRED, p)
 
     p.items.extend(
         reference_problems(

@@ -63,8 +63,18 @@ def _to_optional_path(value: str | os.PathLike[str] | None) -> str | None:
 
 
 def _name_of(value: Any) -> Any:
-    """Objects given where a name is stored (``Order(tariff=Tariff(...))``) become names."""
+    # Objects given where a name is stored (``Order(tariff=Tariff(...))``) become names.
     return value.name if isinstance(value, (Tariff, DataCenter)) else value
+
+
+def _tariff_name(value: str | Tariff) -> str:
+    name: str = _name_of(value)
+    return name
+
+
+def _data_center_name(value: str | DataCenter | None) -> str | None:
+    name: str | None = _name_of(value)
+    return name
 
 
 # --------------------------------------------------------------------------- data center
@@ -267,13 +277,13 @@ class Order:
     """
 
     service_id: str
-    tariff: str = attrs.field(converter=_name_of)
+    tariff: str = attrs.field(converter=_tariff_name)
     os_template: str
     customer_email: str
     hostname: str | None = None
     ssh_keys: tuple[str, ...] = attrs.field(default=(), converter=_to_names)
     recipe: str | None = None
-    data_center: str | None = attrs.field(default=None, converter=_name_of)
+    data_center: str | None = attrs.field(default=None, converter=_data_center_name)
     customer_name: str | None = None
 
     def __attrs_post_init__(self) -> None:
@@ -370,9 +380,32 @@ def reference_problems(
     return p.items
 
 
+def _find(kind: str, items: Sequence[Any], name: str) -> Any:
+    for item in items:
+        if item.name == name:
+            return item
+    known = _known(item.name for item in items)
+    raise ConfigError(f"{kind}: {show(name)} is not in the catalog{known}")
+
+
 def _known(names: Iterable[str]) -> str:
     listed = ", ".join(repr(n) for n in sorted(names))
     return f" (known: {listed})" if listed else " (there are none)"
+
+
+def _to_data_centers(value: Iterable[DataCenter]) -> tuple[DataCenter, ...]:
+    result: tuple[DataCenter, ...] = to_tuple(value)
+    return result
+
+
+def _to_modules(value: Iterable[ProcessingModule]) -> tuple[ProcessingModule, ...]:
+    result: tuple[ProcessingModule, ...] = to_tuple(value)
+    return result
+
+
+def _to_tariffs(value: Iterable[Tariff]) -> tuple[Tariff, ...]:
+    result: tuple[Tariff, ...] = to_tuple(value)
+    return result
 
 
 @attrs.frozen
@@ -384,9 +417,9 @@ class Catalog:
     reported with the paths a catalog file uses (``modules[1].data_center: ...``).
     """
 
-    data_centers: tuple[DataCenter, ...] = attrs.field(default=(), converter=to_tuple)
-    modules: tuple[ProcessingModule, ...] = attrs.field(default=(), converter=to_tuple)
-    tariffs: tuple[Tariff, ...] = attrs.field(default=(), converter=to_tuple)
+    data_centers: tuple[DataCenter, ...] = attrs.field(default=(), converter=_to_data_centers)
+    modules: tuple[ProcessingModule, ...] = attrs.field(default=(), converter=_to_modules)
+    tariffs: tuple[Tariff, ...] = attrs.field(default=(), converter=_to_tariffs)
 
     def __attrs_post_init__(self) -> None:
         p = Problems()
@@ -429,31 +462,18 @@ class Catalog:
 
     def data_center(self, name: str) -> DataCenter:
         """The data center called ``name``; :class:`ConfigError` if there is none."""
-        for dc in self.data_centers:
-            if dc.name == name:
-                return dc
-        raise ConfigError(
-            f"data_center: {show(name)} is not in the catalog"
-            f"{_known(d.name for d in self.data_centers)}"
-        )
+        found: DataCenter = _find("data_center", self.data_centers, name)
+        return found
 
     def module(self, name: str) -> ProcessingModule:
         """The processing module called ``name``; :class:`ConfigError` if there is none."""
-        for m in self.modules:
-            if m.name == name:
-                return m
-        raise ConfigError(
-            f"module: {show(name)} is not in the catalog{_known(m.name for m in self.modules)}"
-        )
+        found: ProcessingModule = _find("module", self.modules, name)
+        return found
 
     def tariff(self, name: str) -> Tariff:
         """The tariff called ``name``; :class:`ConfigError` if there is none."""
-        for t in self.tariffs:
-            if t.name == name:
-                return t
-        raise ConfigError(
-            f"tariff: {show(name)} is not in the catalog{_known(t.name for t in self.tariffs)}"
-        )
+        found: Tariff = _find("tariff", self.tariffs, name)
+        return found
 
     def tariffs_of(self, module: str | ProcessingModule) -> tuple[Tariff, ...]:
         """The tariffs the module (or module name) is connected to, in catalog order."""
