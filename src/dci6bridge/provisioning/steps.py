@@ -414,8 +414,14 @@ def _selecting_module(ctx: StepContext) -> Outcome:
         selection = select_module(ctx.catalog, tariff.name, data_center=order.data_center)
     except SelectionError as exc:
         return Fail("no_module", str(exc))
+    # modules whose location turned out to have no free server (the free count is per
+    # DCImanager, which may serve several locations)
+    exhausted = set(ctx.data.get("exhausted_modules") or ())
     skipped: list[str] = []
     for module in selection.ranked:
+        if module.name in exhausted:
+            skipped.append(module.name)
+            continue
         client = ctx.client(module)
         counts = ctx.call("servers.configurations", client.servers.configurations)
         free = sum(c.free_server_count for c in counts if c.configuration == tariff.configuration)
@@ -465,10 +471,15 @@ def _claiming_server(ctx: StepContext) -> Outcome:
                 patch={"server_id": server.id},
                 detail={"server_id": server.id},
             )
-    if not listed:
-        # the free count said yes a moment ago; let selection look again (maybe another
-        # module has servers now); attempts bound the back-and-forth
-        raise NotYet(f"no free server of configuration {cfg!r} in module {module.name!r}")
+    if not candidates:
+        # the free count covers the whole DCImanager, not this module's location: select
+        # again without this module (bounded by the number of modules)
+        exhausted = [*(ctx.data.get("exhausted_modules") or ()), module.name]
+        return Advance(
+            S.SELECTING_MODULE,
+            patch={"module": None, "data": {"exhausted_modules": exhausted}},
+            detail={"module": module.name, "reason": "no free server in its location"},
+        )
     raise NotYet(f"every free server of configuration {cfg!r} is reserved by other services")
 
 
@@ -710,6 +721,7 @@ def _poll_install(ctx: StepContext) -> Outcome:
                 "os_template_next": None,
                 "ip_addresses": ips,
                 "taken": None,
+                "exhausted_modules": None,
             }
         },
         detail={"server_id": server_id, "op_id": op_id, "ip_addresses": ips},
