@@ -177,6 +177,11 @@ class _Parser:
         self.fields = fields
         self.tokens = _tokenize(text)
         self.i = 0
+        self.depth = 0
+        self.top_or = False
+        #: ``field EQ literal`` conjuncts of the top-level AND chain: every match has
+        #: these values, so a caller may narrow its candidates by them first.
+        self.top_equalities: dict[str, Any] = {}
 
     def error(self, message: str) -> FilterError:
         return FilterError("where", self.text, message)
@@ -207,6 +212,8 @@ class _Parser:
             parts.append(self.term())
         if len(parts) == 1:
             return parts[0]
+        if self.depth == 0:
+            self.top_or = True
 
         def any_of(row: Row) -> bool | None:
             unknown = False
@@ -244,7 +251,9 @@ class _Parser:
         tok = self.peek()
         if tok.kind == "kw" and tok.text == "NOT":
             self.take()
+            self.depth += 1
             inner = self.factor()
+            self.depth -= 1
 
             def negate(row: Row) -> bool | None:
                 r = inner(row)
@@ -253,7 +262,9 @@ class _Parser:
             return negate
         if tok.kind == "(":
             self.take()
+            self.depth += 1
             inner = self.expr()
+            self.depth -= 1
             close = self.take()
             if close.kind != ")":
                 raise self.error(f"expected ')' at {close.pos}, found {close.text or 'end'!r}")
@@ -310,11 +321,28 @@ class _Parser:
         if value is None:
             # ``x EQ null`` is unknown in SQL for every row; so is ``x NE null``.
             return lambda row: None
+        kind = type(value)
         if op.text == "EQ":
-            return lambda row: compare_eq(get(row), value)
+            if self.depth == 0:
+                self.top_equalities[name] = value
+
+            def equals(row: Row) -> bool | None:
+                v = get(row)
+                if v is None:
+                    return None
+                if type(v) is kind:  # the common case, without coercion
+                    return bool(v == value)
+                return compare_eq(v, value)
+
+            return equals
 
         def differs(row: Row) -> bool | None:
-            r = compare_eq(get(row), value)
+            v = get(row)
+            if v is None:
+                return None
+            if type(v) is kind:
+                return bool(v != value)
+            r = compare_eq(v, value)
             return None if r is None else not r
 
         return differs
@@ -323,9 +351,15 @@ class _Parser:
 def compile_where(text: str, fields: Collection[str]) -> Predicate:
     """Compile a ``where`` expression; raises :class:`FilterError` on bad syntax or an
     unknown field (``fields`` lists the dotted paths allowed)."""
+    return _compile(text, fields)[0]
+
+
+def _compile(text: str, fields: Collection[str]) -> tuple[Predicate, Mapping[str, Any]]:
     if not text.strip():
-        return lambda row: True
-    return _Parser(text, fields).parse()
+        return (lambda row: True), {}
+    parser = _Parser(text, fields)
+    predicate = parser.parse()
+    return predicate, ({} if parser.top_or else parser.top_equalities)
 
 
 # --------------------------------------------------------------------------- orderby/limit
@@ -377,14 +411,16 @@ class ListQuery:
     order: tuple[tuple[str, bool], ...] = ()
     offset: int = 0
     count: int | None = None
+    #: ``field EQ literal`` conjuncts every matching row satisfies (for index lookups).
+    equalities: Mapping[str, Any] = attrs.field(factory=dict)
 
     @classmethod
     def from_params(cls, params: Mapping[str, str], fields: Collection[str]) -> ListQuery:
         """Compile ``where``, ``orderby`` and ``limit`` from query parameters."""
-        predicate = compile_where(params.get("where", ""), fields)
+        predicate, equalities = _compile(params.get("where", ""), fields)
         order = parse_orderby(params["orderby"], fields) if params.get("orderby") else ()
         offset, count = parse_limit(params["limit"]) if params.get("limit") else (0, None)
-        return cls(predicate, order, offset, count)
+        return cls(predicate, order, offset, count, equalities)
 
     def apply(self, rows: Sequence[Row]) -> tuple[list[Row], int]:
         """The page of matching rows and the total number that matched."""

@@ -101,6 +101,7 @@ class World:
         self._queries: dict[tuple[str, str, str, str], ListQuery] = {}
         self._next = {"op": 0, "token": 0, "user": 0, "ip": 0, "port": 0, "conn": 0}
         self.users: dict[int, User] = {}
+        self._users_by_email: dict[str, list[User]] = {}
         self.tokens: dict[str, Token] = {}
         self.tokens_by_id: dict[int, Token] = {}
         self.locations = {loc.id: loc.name for loc in inventory.locations}
@@ -122,6 +123,9 @@ class World:
         for u in inventory.users:
             self.add_user(u.email, u.password, u.roles, u.full_name)
         self.servers: dict[int, Server] = {}
+        # Location and configuration never change, so these lists stay valid: a list
+        # request naming them scans only the matching servers.
+        self._server_index: dict[tuple[int | None, str | None], list[Server]] = {}
         now = clock.now()
         ports_on_switch = dict.fromkeys(self.switches, 0)
         for s in inventory.servers:
@@ -154,6 +158,12 @@ class World:
                 ports,
             )
             self.servers[s.id] = server
+            for key in (
+                (s.location_id, None),
+                (None, s.configuration),
+                (s.location_id, s.configuration),
+            ):
+                self._server_index.setdefault(key, []).append(server)
             if s.owner_email is not None:
                 owner = next(u for u in self.users.values() if u.email == s.owner_email)
                 self._set_owner(server, owner)
@@ -177,6 +187,7 @@ class World:
         """Create a user directly (no request, no checks)."""
         user = User(self._id("user"), email, password, tuple(roles), full_name)
         self.users[user.id] = user
+        self._users_by_email.setdefault(email, []).append(user)
         return user
 
     def _set_owner(self, server: Server, user: User | None) -> None:
@@ -355,12 +366,26 @@ class World:
 
     # ------------------------------------------------------------------ servers
 
+    def _server_candidates(self, equalities: Mapping[str, Any]) -> Iterable[Server]:
+        """Servers that can match a query with these top-level equalities."""
+        ident = equalities.get("id")
+        if type(ident) is int:
+            server = self.servers.get(ident)
+            return [] if server is None else [server]
+        loc = equalities.get("location_id")
+        cfg = equalities.get("configuration")
+        key = (loc if type(loc) is int else None, cfg if type(cfg) is str else None)
+        if key == (None, None):
+            return self.servers.values()
+        return self._server_index.get(key, [])
+
     def list_servers(self, params: Mapping[str, str], viewer: User) -> dict[str, Any]:
+        query = self._query("server", params, SERVER_FIELDS)
         if _is_admin(viewer):
-            rows = [s.filter_row() for s in self.servers.values()]
+            rows = [s.filter_row() for s in self._server_candidates(query.equalities)]
         else:
             rows = [self.servers[i].filter_row() for i in sorted(viewer.servers)]
-        page, total = self._query("server", params, SERVER_FIELDS).apply(rows)
+        page, total = query.apply(rows)
         now = self.clock.now()
         return {"list": [r["_server"].to_json(now) for r in page], "size": total}
 
@@ -369,10 +394,9 @@ class World:
 
     def configurations(self, params: Mapping[str, str]) -> dict[str, Any]:
         counts: dict[str, int] = {}
-        rows = [s.filter_row() for s in self.servers.values()]
-        matched, _ = self._query("server", {"where": params.get("where", "")}, SERVER_FIELDS).apply(
-            rows
-        )
+        query = self._query("server", {"where": params.get("where", "")}, SERVER_FIELDS)
+        rows = [s.filter_row() for s in self._server_candidates(query.equalities)]
+        matched, _ = query.apply(rows)
         for s in self.servers.values():
             counts.setdefault(s.configuration, 0)
         for row in matched:
@@ -523,8 +547,15 @@ class World:
         }
 
     def list_users(self, params: Mapping[str, str]) -> dict[str, Any]:
-        rows = [self._user_json(u) for u in self.users.values()]
-        return self._page("user", params, USER_FIELDS, rows)
+        query = self._query("user", params, USER_FIELDS)
+        email, ident = query.equalities.get("email"), query.equalities.get("id")
+        users: Iterable[User] = self.users.values()
+        if type(email) is str:
+            users = self._users_by_email.get(email, [])
+        elif type(ident) is int:
+            users = [self.users[ident]] if ident in self.users else []
+        page, total = query.apply([self._user_json(u) for u in users])
+        return {"list": page, "size": total}
 
     def create_user(
         self, email: str, password: str, role: str, full_name: str, phone: str
@@ -550,6 +581,7 @@ class World:
         if user.id == self.admin.id:
             raise conflict("the administrator cannot be deleted", user_id=user_id)
         del self.users[user_id]
+        self._users_by_email[user.email].remove(user)
         for value in [v for v, t in self.tokens.items() if t.user_id == user_id]:
             self.tokens_by_id.pop(self.tokens.pop(value).id, None)
         return {"id": user_id}
