@@ -9,7 +9,7 @@ shown with :func:`show`, which shortens long ones. Secrets never pass through he
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -60,8 +60,9 @@ def show(value: Any) -> str:
 
 def to_tuple(value: Any) -> Any:
     """attrs converter: lists and other sequences become tuples. A string stays a string
-    (so the check can say "a list, not a string") instead of becoming a tuple of letters."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+    (so the check can say "a list, not a string") instead of becoming a tuple of letters;
+    a mapping stays a mapping instead of becoming its keys."""
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
         return value
     return tuple(value)
 
@@ -77,14 +78,15 @@ def check_name(value: Any) -> str | None:
     return None
 
 
-def check_names(value: Any, *, allow_empty: bool = True) -> list[tuple[str, str]]:
-    """A tuple of distinct names; problems as ``(suffix, text)``, suffix like ``[2]``."""
+def check_names(value: Any, *, if_empty: str | None = None) -> list[tuple[str, str]]:
+    """A tuple of distinct names; problems as ``(suffix, text)``, suffix like ``[2]``.
+    With ``if_empty``, an empty tuple is a problem and that text says why."""
     if not isinstance(value, tuple):
         what = "a string" if isinstance(value, str) else type(value).__name__
         return [("", f"{show(value)} is {what}, not a list of names")]
+    if not value and if_empty is not None:
+        return [("", f"() is empty ({if_empty})")]
     problems: list[tuple[str, str]] = []
-    if not value and not allow_empty:
-        problems.append(("", "() is empty"))
     seen: set[str] = set()
     for i, item in enumerate(value):
         problem = check_name(item)

@@ -158,7 +158,8 @@ class ProcessingModule:
     by_server_type: bool = True
     verify_tls: bool = True
     ca_bundle: str | None = attrs.field(default=None, converter=_to_optional_path)
-    password_env: str | None = attrs.field(default=None, kw_only=True)
+    # Where the password came from, not what the module is: not part of equality.
+    password_env: str | None = attrs.field(default=None, kw_only=True, eq=False)
 
     def __attrs_post_init__(self) -> None:
         p = Problems()
@@ -228,14 +229,14 @@ class Tariff:
         p = Problems()
         p.add("Tariff.name", check_name(self.name))
         p.add("Tariff.configuration", check_name(self.configuration))
-        os_problems = check_names(self.os_templates, allow_empty=False)
-        if os_problems == [("", "() is empty")]:
-            os_problems = [("", "() is empty (a server cannot be issued without an OS)")]
-        p.extend("Tariff.os_templates", os_problems)
-        module_problems = check_names(self.modules, allow_empty=False)
-        if module_problems == [("", "() is empty")]:
-            module_problems = [("", "() is empty (a tariff with no module cannot be ordered)")]
-        p.extend("Tariff.modules", module_problems)
+        p.extend(
+            "Tariff.os_templates",
+            check_names(self.os_templates, if_empty="a server cannot be issued without an OS"),
+        )
+        p.extend(
+            "Tariff.modules",
+            check_names(self.modules, if_empty="a tariff with no module cannot be ordered"),
+        )
         p.add("Tariff.ipv4_count", check_int(self.ipv4_count, minimum=0))
         pools: Any = self.ip_pools
         if isinstance(pools, tuple):

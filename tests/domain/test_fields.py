@@ -208,6 +208,7 @@ def tariff_args(**overrides: Any) -> dict[str, Any]:
             "Tariff.modules: () is empty (a tariff with no module cannot be ordered)",
         ),
         ({"modules": 3}, "Tariff.modules: 3 is int, not a list of names"),
+        ({"modules": {"m": 1}}, "Tariff.modules: {'m': 1} is dict, not a list of names"),
         ({"ipv4_count": -1}, "Tariff.ipv4_count: -1 is not an integer >= 0"),
         ({"ip_pools": [1, 0]}, "Tariff.ip_pools[1]: 0 is not a positive integer"),
         ({"ip_pools": "pool"}, "Tariff.ip_pools: 'pool' is not a list of pool ids"),
