@@ -43,6 +43,8 @@ class Row:
     module: str | None = None
     server_id: int | None = None
     detail: str = ""
+    #: how far the current step is, 0..1, when known (an OS install in progress)
+    step_done: float = 0.0
 
 
 class Progress(Protocol):
@@ -51,6 +53,9 @@ class Progress(Protocol):
     def update(self, rows: Sequence[Row], elapsed_s: float) -> None:
         """Show ``rows`` as they are ``elapsed_s`` simulated seconds into the run."""
 
+    def change(self, service_id: str, before: str, after: str, at_s: float, detail: str) -> None:
+        """Report one state change ``at_s`` seconds into the run."""
+
     def note(self, text: str) -> None:
         """Print a line that stays (a phase heading, an action taken)."""
 
@@ -58,9 +63,10 @@ class Progress(Protocol):
         """Leave the last picture on screen and move below it."""
 
 
-def _bar(state: str) -> str:
-    done = len(STEPS) if state not in STEPS else STEPS.index(state) + 1
-    filled = round(_BAR * done / len(STEPS))
+def _bar(state: str, step_done: float) -> str:
+    fraction = min(max(step_done, 0.0), 1.0)
+    done = STEPS.index(state) + fraction if state in STEPS else len(STEPS)
+    filled = min(_BAR, int(_BAR * (done + 1) / len(STEPS)))
     return "#" * filled + "." * (_BAR - filled)
 
 
@@ -99,11 +105,14 @@ class LiveProgress:
         tw = max((len(r.tariff) for r in rows), default=0)
         lines = [f"simulated time +{format_duration(elapsed_s)}"]
         lines += [
-            f"  {r.service_id.ljust(width)}  {r.tariff.ljust(tw)}  [{_bar(r.state)}] "
+            f"  {r.service_id.ljust(width)}  {r.tariff.ljust(tw)}  [{_bar(r.state, r.step_done)}] "
             f"{r.state.ljust(16)}  {_where(r)}".rstrip()
             for r in rows
         ]
         self._draw(lines)
+
+    def change(self, service_id: str, before: str, after: str, at_s: float, detail: str) -> None:
+        """Nothing: the next :meth:`update` shows the new state in place."""
 
     def note(self, text: str) -> None:
         """Print ``text`` below the picture; the next update starts a fresh picture."""
@@ -122,22 +131,15 @@ class LineProgress:
 
     def __init__(self, out: TextIO) -> None:
         self._out = out
-        self._last: dict[str, str] = {}
 
     def update(self, rows: Sequence[Row], elapsed_s: float) -> None:
-        """Print a line for every row whose state changed since the last update."""
-        for r in rows:
-            before = self._last.get(r.service_id)
-            if before == r.state:
-                continue
-            self._last[r.service_id] = r.state
-            arrow = f"{before} -> {r.state}" if before else r.state
-            where = _where(r)
-            self._out.write(
-                f"[+{format_duration(elapsed_s):>6}] {r.service_id}: {arrow}"
-                + (f" ({where})" if where else "")
-                + "\n"
-            )
+        """Nothing: every change was already printed by :meth:`change`."""
+
+    def change(self, service_id: str, before: str, after: str, at_s: float, detail: str) -> None:
+        """Print ``[+  2m30s] INV-1001: claiming_server -> creating_user (server 7)``."""
+        arrow = f"{before} -> {after}" if before else after
+        extra = f" ({detail})" if detail else ""
+        self._out.write(f"[+{format_duration(at_s):>6}] {service_id}: {arrow}{extra}\n")
         self._out.flush()
 
     def note(self, text: str) -> None:

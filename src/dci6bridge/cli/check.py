@@ -8,12 +8,16 @@ the reason for every failure; the exit status is 1 when any module fails.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dci6bridge.errors import ConfigError
 
 from ._common import add_config_option, add_json_option, load_catalog, print_json, render_table
+
+if TYPE_CHECKING:
+    from dci6bridge.checks import ClientFactory, ModuleCheck
+    from dci6bridge.client import Client
+    from dci6bridge.domain import ProcessingModule
 
 __all__ = ["add_parser", "run"]
 
@@ -51,20 +55,20 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.set_defaults(func=run)
 
 
-def _login(check: Any) -> str:
-    if check.user_email is None:
-        return "failed" if check.latency_s is not None else "-"
-    return f"ok {check.latency_s * 1000:.0f} ms"
+def _login(check: ModuleCheck) -> str:
+    if check.logged_in and check.latency_s is not None:
+        return f"ok {check.latency_s * 1000:.0f} ms"
+    return "-" if check.latency_s is None else "failed"
 
 
-def _location(check: Any) -> str:
+def _location(check: ModuleCheck) -> str:
     location_id = check.module.data_center.location_id
     if check.location_ok is None:
         return "-" if location_id is None else f"{location_id} ?"
     return f"{location_id} {'ok' if check.location_ok else 'MISSING'}"
 
 
-def _result(check: Any) -> str:
+def _result(check: ModuleCheck) -> str:
     if not check.ok:
         return "FAILED"
     if check.warnings:
@@ -73,7 +77,7 @@ def _result(check: Any) -> str:
     return "ok" if check.module.enabled else "ok (disabled)"
 
 
-def _as_json(check: Any) -> dict[str, Any]:
+def _as_json(check: ModuleCheck) -> dict[str, Any]:
     m = check.module
     return {
         "module": m.name,
@@ -82,6 +86,7 @@ def _as_json(check: Any) -> dict[str, Any]:
         "url": m.url,
         "enabled": m.enabled,
         "ok": check.ok,
+        "logged_in": check.logged_in,
         "latency_s": check.latency_s,
         "user_email": check.user_email,
         "location_ok": check.location_ok,
@@ -91,7 +96,7 @@ def _as_json(check: Any) -> dict[str, Any]:
     }
 
 
-def run(args: argparse.Namespace, *, client_factory: Callable[..., Any] | None = None) -> int:
+def run(args: argparse.Namespace, *, client_factory: ClientFactory | None = None) -> int:
     """Check the modules and print the report; 0 when all pass, 1 otherwise.
 
     ``client_factory`` (module → client) replaces the default real-network client; the
@@ -110,7 +115,7 @@ def run(args: argparse.Namespace, *, client_factory: Callable[..., Any] | None =
         # A check answers fast or fails: a couple of tries, bounded by --timeout.
         retry = RetryPolicy(attempts=2, deadline=args.timeout)
 
-        def client_factory(module: Any) -> Any:
+        def client_factory(module: ProcessingModule) -> Client:
             return client_for(module, timeout=args.timeout, retry=retry)
 
     results = check_modules(catalog, client_factory=client_factory, modules=args.module or None)
