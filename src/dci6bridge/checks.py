@@ -46,6 +46,7 @@ class ModuleCheck:
         problems: why the module fails the check, one line each.
         warnings: things worth a look that do not fail it (e.g. a tariff configuration
             DCImanager does not report at all: a typo, or no such servers yet).
+        logged_in: the login and ``whoami`` succeeded.
     """
 
     module: ProcessingModule
@@ -56,6 +57,7 @@ class ModuleCheck:
     free_counts: Mapping[str, int]
     problems: tuple[str, ...]
     warnings: tuple[str, ...] = ()
+    logged_in: bool = False
 
 
 def _describe(exc: BaseException) -> str:
@@ -144,6 +146,7 @@ def check_module(
     user_email: str | None = None
     location_ok: bool | None = None
     free: dict[str, int] = {}
+    logged_in = False
     try:
         with client_factory(module) as dci:
             connection = dci.check()
@@ -151,6 +154,7 @@ def check_module(
             if not connection.ok:
                 problems.append(f"login failed: {' '.join(connection.detail.split())}")
             else:
+                logged_in = True
                 user_email = connection.user_email
                 location_ok = _check_location(dci, module, problems)
                 if location_ok:
@@ -167,6 +171,7 @@ def check_module(
         free_counts=free,
         problems=tuple(problems),
         warnings=tuple(warnings),
+        logged_in=logged_in,
     )
 
 

@@ -116,6 +116,7 @@ def test_all_modules_pass(fake: FakeDCImanager) -> None:
     assert fra.ok
     assert ams.problems == fra.problems == ()
     assert ams.user_email == fake.admin_email
+    assert ams.logged_in
     assert ams.location_ok is True
     assert fra.location_ok is True
     assert ams.latency_s is not None
@@ -139,6 +140,7 @@ def test_wrong_password_fails_with_the_reason_and_no_secret(fake: FakeDCImanager
     for r in results:
         assert not r.ok
         assert r.user_email is None
+        assert not r.logged_in
         assert r.location_ok is None
         assert r.free_counts == {}
         assert len(r.problems) == 1
@@ -221,6 +223,7 @@ def test_module_in_a_non_managed_data_center(
         location_ok=None,
         free_counts={},
         problems=(),
+        logged_in=True,
     )
 
 

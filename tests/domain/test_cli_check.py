@@ -117,6 +117,8 @@ def test_failing_modules_give_exit_1_and_the_reason(
     passwords(monkeypatch, fake, fra="wrong-password-123")
     assert main(["check", "--config", str(write_catalog(tmp_path, served))]) == 1
     out = capsys.readouterr().out
+    fra_row = next(line for line in out.splitlines() if line.startswith("dci-fra "))
+    assert fra_row.split()[3:] == ["failed", "2", "?", "-", "FAILED"]
     assert "dci-fra: problem: login failed: HTTP 401" in out
     assert "wrong-password-123" not in out
     assert fake.admin_password not in out
