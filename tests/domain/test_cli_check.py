@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -61,28 +61,28 @@ def served(fake: FakeDCImanager) -> Iterator[str]:
         yield url
 
 
-def write_catalog(tmp_path: Path, url: str, *, fra_location: int = 2) -> Path:
-    path = tmp_path / "catalog.toml"
-    path.write_text(CATALOG.format(url=url, fra_location=fra_location))
-    return path
+@pytest.fixture
+def write_catalog(
+    fake: FakeDCImanager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Path]:
+    """``write_catalog(url, fra_location=2, fra_password=None)``: a catalog file for two
+    modules on ``url``, their passwords set in the environment (the simulator's unless
+    ``fra_password`` is given)."""
 
+    def write(url: str, *, fra_location: int = 2, fra_password: str | None = None) -> Path:
+        monkeypatch.setenv("TEST_DCI_AMS_PASSWORD", fake.admin_password)
+        monkeypatch.setenv("TEST_DCI_FRA_PASSWORD", fra_password or fake.admin_password)
+        path = tmp_path / "catalog.toml"
+        path.write_text(CATALOG.format(url=url, fra_location=fra_location))
+        return path
 
-def passwords(
-    monkeypatch: pytest.MonkeyPatch, fake: FakeDCImanager, fra: str | None = None
-) -> None:
-    monkeypatch.setenv("TEST_DCI_AMS_PASSWORD", fake.admin_password)
-    monkeypatch.setenv("TEST_DCI_FRA_PASSWORD", fra or fake.admin_password)
+    return write
 
 
 def test_all_ok(
-    fake: FakeDCImanager,
-    served: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    served: str, write_catalog: Callable[..., Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    passwords(monkeypatch, fake)
-    assert main(["check", "--config", str(write_catalog(tmp_path, served))]) == 0
+    assert main(["check", "--config", str(write_catalog(served))]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0].split() == [
@@ -98,12 +98,10 @@ def test_all_ok(
 def test_failing_modules_give_exit_1_and_the_reason(
     fake: FakeDCImanager,
     served: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    write_catalog: Callable[..., Path],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    passwords(monkeypatch, fake)
-    path = write_catalog(tmp_path, served, fra_location=7)
+    path = write_catalog(served, fra_location=7)
     assert main(["check", "--config", str(path)]) == 1
     out = capsys.readouterr().out
     assert "dci-fra  Frankfurt" in out
@@ -114,8 +112,8 @@ def test_failing_modules_give_exit_1_and_the_reason(
     ) in out
     assert out.splitlines()[-1] == "2 module(s) checked: 1 ok, 1 failed"
 
-    passwords(monkeypatch, fake, fra="wrong-password-123")
-    assert main(["check", "--config", str(write_catalog(tmp_path, served))]) == 1
+    path = write_catalog(served, fra_password="wrong-password-123")
+    assert main(["check", "--config", str(path)]) == 1
     out = capsys.readouterr().out
     fra_row = next(line for line in out.splitlines() if line.startswith("dci-fra "))
     assert fra_row.split()[3:] == ["failed", "2", "?", "-", "FAILED"]
@@ -125,14 +123,9 @@ def test_failing_modules_give_exit_1_and_the_reason(
 
 
 def test_json_output(
-    fake: FakeDCImanager,
-    served: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    served: str, write_catalog: Callable[..., Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    passwords(monkeypatch, fake)
-    path = write_catalog(tmp_path, served, fra_location=7)
+    path = write_catalog(served, fra_location=7)
     assert main(["check", "--config", str(path), "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] is False
@@ -150,15 +143,11 @@ def test_json_output(
 
 
 def test_run_with_an_injected_client_factory(
-    fake: FakeDCImanager,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    fake: FakeDCImanager, write_catalog: Callable[..., Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    passwords(monkeypatch, fake)
     parser = argparse.ArgumentParser()
     check_cmd.add_parser(parser.add_subparsers())
-    args = parser.parse_args(["check", "--config", str(write_catalog(tmp_path, fake.url))])
+    args = parser.parse_args(["check", "--config", str(write_catalog(fake.url))])
     assert args.func is check_cmd.run
     status = check_cmd.run(args, client_factory=lambda m: client_for(m, transport=fake.transport))
     assert status == 0
@@ -174,24 +163,24 @@ def test_run_with_an_injected_client_factory(
 )
 def test_bad_arguments_exit_2(
     fake: FakeDCImanager,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    write_catalog: Callable[..., Path],
     capsys: pytest.CaptureFixture[str],
     argv: list[str],
     message: str,
 ) -> None:
-    passwords(monkeypatch, fake)
-    path = write_catalog(tmp_path, fake.url)
+    path = write_catalog(fake.url)
     assert main(["check", "--config", str(path), *argv]) == 2
     assert message in capsys.readouterr().err
 
 
 def test_bad_catalog_and_empty_catalog_exit_2(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    write_catalog: Callable[..., Path],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.delenv("TEST_DCI_AMS_PASSWORD", raising=False)
-    monkeypatch.delenv("TEST_DCI_FRA_PASSWORD", raising=False)
-    path = write_catalog(tmp_path, "https://dci.example.com")
+    path = write_catalog("https://dci.example.com")
+    monkeypatch.delenv("TEST_DCI_AMS_PASSWORD")
     assert main(["check", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert "modules[0].password_env: environment variable 'TEST_DCI_AMS_PASSWORD' is not set" in err
@@ -201,13 +190,9 @@ def test_bad_catalog_and_empty_catalog_exit_2(
     assert "has no processing modules to check" in capsys.readouterr().err
 
 
-def test_check_command_in_a_subprocess(fake: FakeDCImanager, served: str, tmp_path: Path) -> None:
-    path = write_catalog(tmp_path, served, fra_location=7)
-    env = {
-        **os.environ,
-        "TEST_DCI_AMS_PASSWORD": fake.admin_password,
-        "TEST_DCI_FRA_PASSWORD": fake.admin_password,
-    }
+def test_check_command_in_a_subprocess(served: str, write_catalog: Callable[..., Path]) -> None:
+    path = write_catalog(served, fra_location=7)
+    env = dict(os.environ)  # holds the passwords write_catalog set
     proc = subprocess.run(
         [sys.executable, "-c", "from dci6bridge.cli import main; raise SystemExit(main())",
          "check", "--config", str(path)],
