@@ -4,6 +4,7 @@ line and a non-zero status, never a traceback."""
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -54,7 +55,7 @@ def test_top_level_help_lists_every_command(capsys: pytest.CaptureFixture[str]) 
     assert exc.value.code == 0
     out = capsys.readouterr().out
     for command in EXPECTED:
-        assert f"\n    {command} " in out
+        assert re.search(rf"\n    {command}\s", out), command
 
 
 def _fails(argv: list[str], capsys: pytest.CaptureFixture[str], status: int = 2) -> str:
@@ -215,3 +216,54 @@ def test_debug_shows_the_traceback(env: Path, capsys: pytest.CaptureFixture[str]
     err = capsys.readouterr().err
     assert "Traceback" in err
     assert err.rstrip().splitlines()[-1].startswith("dci6bridge: error: ")
+
+
+def test_servers_against_a_served_simulator(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dci6bridge.testing import FakeDCImanager
+
+    fake = FakeDCImanager.with_inventory(
+        locations=2, servers_per_location=6, admin_email="admin@demo.example.com"
+    )
+    fake.modify_server(1, maintenance_mode=True)  # not free: not counted
+    with fake.serve() as url:
+        catalog = env / "served.toml"
+        text = DEMO_CATALOG.read_text().replace("https://dci-ams.demo.invalid", url)
+        catalog.write_text(text.replace("https://dci-fra.demo.invalid", url))
+        env_password = {"DCI6BRIDGE_DEMO_PASSWORD": fake.admin_password}
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in env_password.items():
+                mp.setenv(key, value)
+            assert main(["servers", "--config", str(catalog)]) == 0
+            table = capsys.readouterr().out.splitlines()
+            assert main(["servers", "--config", str(catalog), "--module", "dci-fra", "--json"]) == 0
+            as_json = capsys.readouterr().out
+    header = table[0].split()
+    assert header[:2] == ["MODULE", "DATA"]
+    ams = [line.split() for line in table[2:] if line.startswith("dci-ams ")]
+    # location 1 has 2 servers of each of the 3 configurations; server 1 is in maintenance
+    free = {row[3]: int(row[4]) for row in ams}
+    assert free == {
+        "E-2146G-64Gb-1920SSD-3840SSD": 2,
+        "E3-1230v6-64Gb-2x480SSD": 1,
+        "i9-9900K-64Gb-2x1024NVMe": 2,
+    }
+    assert '"module": "dci-fra"' in as_json
+    assert '"module": "dci-ams"' not in as_json
+
+
+def test_servers_reports_an_unreachable_module(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    monkeypatch.setattr(time, "sleep", lambda s: None)  # the client's retry backoff
+    catalog = env / "down.toml"
+    # port 9 (discard) on localhost: nothing listens, the connection is refused at once
+    catalog.write_text(
+        DEMO_CATALOG.read_text().replace("https://dci-fra.demo.invalid", "http://127.0.0.1:9")
+    )
+    code = main(["servers", "--config", str(catalog), "--module", "dci-fra"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.err.startswith("dci6bridge: error: module dci-fra: ")
+    assert "Traceback" not in captured.err

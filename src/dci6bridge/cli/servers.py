@@ -40,7 +40,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def free_servers(module: ProcessingModule) -> Counter[str]:
-    """Free servers in ``module``'s location, counted by configuration name."""
+    """Free servers in ``module``'s location, counted by configuration name.
+
+    The query narrows the list on the server side (no owner, not new); the remaining
+    rules (last operation finished well, not in maintenance) are checked here.
+    """
     from dci6bridge.client import Q
     from dci6bridge.connect import client_for
 
@@ -48,7 +52,8 @@ def free_servers(module: ProcessingModule) -> Counter[str]:
     counts: Counter[str] = Counter()
     with client_for(module) as dci:
         for server in dci.servers.list(where=Q.free() & (Q("location_id") == location_id)):
-            counts[server.configuration or "(unknown)"] += 1
+            if server.is_free:
+                counts[server.configuration or "(unknown)"] += 1
     return counts
 
 

@@ -77,7 +77,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     for name, text in (
         ("suspend", "suspend a service: switch ports off, the server keeps running"),
         ("resume", "resume a suspended service: switch ports on again"),
-        ("close", "close a service: wipe and release the server, delete the user"),
+        ("close", "close a service: power off, release the server and its IPs, delete the user"),
     ):
         p = subparsers.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
         p.add_argument("service_id", metavar="SERVICE_ID", help="the service")
