@@ -85,7 +85,9 @@ def test_lowest_sort_wins_and_modules_without_free_servers_are_skipped(
     # one DCImanager serves both locations here, so its free count did not rule dci-fra
     # out: the claim found nothing in location 2 and selection looked again
     hist = prov.history("S2")
-    back = [h for h in hist if h.from_state == "claiming_server" and h.to_state == "selecting_module"]
+    back = [
+        h for h in hist if h.from_state == "claiming_server" and h.to_state == "selecting_module"
+    ]
     assert [h.detail["module"] for h in back] == ["dci-fra"]
     assert [h for h in hist if h.to_state == "claiming_server"][-1].detail["skipped"] == ["dci-fra"]
 
@@ -230,7 +232,9 @@ def test_503_bursts_and_token_expiry_are_survived(
     assert fake.state.count("auth.login") > 1
 
 
-@pytest.mark.parametrize("route", ["users.create", "servers.set_owner", "servers.install_os", "ips.assign"])
+@pytest.mark.parametrize(
+    "route", ["users.create", "servers.set_owner", "servers.install_os", "ips.assign"]
+)
 def test_lost_responses_are_read_back_not_reissued(
     prov: Provisioner, fake: FakeDCImanager, new_order: NewOrder, drive: Drive, route: str
 ) -> None:

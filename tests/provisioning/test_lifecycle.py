@@ -16,7 +16,9 @@ from dci6bridge.testing import FakeDCImanager
 from .conftest import CFG, INSTALL_S
 
 
-def test_open_returns_at_once_in_progress(prov: Provisioner, new_order: Callable[..., Order]) -> None:
+def test_open_returns_at_once_in_progress(
+    prov: Provisioner, new_order: Callable[..., Order]
+) -> None:
     svc = prov.open(new_order())
     assert svc.status is ServiceStatus.IN_PROGRESS
     assert svc.state is ServiceState.PENDING
@@ -262,9 +264,7 @@ def test_reboot(
     assert events[-1].kind == "rebooted"
 
 
-def test_actions_need_an_active_service(
-    prov: Provisioner, new_order: Callable[..., Order]
-) -> None:
+def test_actions_need_an_active_service(prov: Provisioner, new_order: Callable[..., Order]) -> None:
     prov.open(new_order())
     with pytest.raises(InvalidRequest, match="not ACTIVE"):
         prov.reboot("S1")

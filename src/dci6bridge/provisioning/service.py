@@ -57,7 +57,7 @@ class Service:
     user_id: int | None
     ip_addresses: tuple[str, ...]
     os_template: str | None
-    root_password: Secret | None = attrs.field(repr=False)
+    root_password: Secret | None
     last_error: str | None
     created_at: float
     updated_at: float
