@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from dci6bridge.errors import ConfigError
 from dci6bridge.testing import FakeDCImanager, Inventory
+
+from .conftest import api, ok
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "inventory.json"
 
@@ -30,12 +33,14 @@ def test_preset_numbering_and_cycling() -> None:
     # one IPMI port plus one (odd id) or two (even id) data ports
     assert [len(state.servers[i].ports) for i in (1, 2)] == [2, 3]
     assert all(sum(p.is_ipmi for p in s.ports) == 1 for s in state.servers.values())
-    world = fake.world
-    assert len(world.templates) == 6
-    assert {t["location_id"] for t in world.templates.values()} == {1, 2, 3}
-    assert world.templates[2]["tags"] == ["windows"]
-    assert len(world.pools) == 6
-    assert all(p.total == 5 for p in world.pools.values())
+    with closing(api(fake)) as http:
+        templates = ok(http.get("dci/v3/os_template"))["list"]
+        pools = ok(http.get("ip/v3/ippool"))["list"]
+    assert len(templates) == 6
+    assert {t["location_id"] for t in templates} == {1, 2, 3}
+    assert templates[1]["tags"] == ["windows"]
+    assert len(pools) == 6
+    assert all(p["total_ip"] == 5 for p in pools)
     assert all(s.is_free for s in state.servers.values())
 
 
@@ -67,7 +72,10 @@ def test_example_file_loads_and_round_trips() -> None:
     assert state.servers[105].owner_email == "existing-customer@example.com"
     assert state.servers[105].power_status == "off"
     assert len(state.servers[102].ports) == 2
-    assert fake.world.pools[2].free[0] == (3221225994, "192.0.2.10")
+    with closing(api(fake)) as http:
+        ok(http.post("dci/v3/server/301/ip", json={"ipv4_number": 1, "ipv4_pool": [2]}))
+        assert ok(http.get("dci/v3/server/301"))["ip"][0]["gateway"] == "192.0.2.1"
+    assert fake.state.servers[301].ips == ("192.0.2.10",)
     inv = Inventory.from_file(EXAMPLE)
     assert Inventory.from_json(json.loads(json.dumps(inv.to_json()))) == inv
 

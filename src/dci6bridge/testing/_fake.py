@@ -99,7 +99,7 @@ class FakeDCImanager:
         self.seed = seed
         self.url = url.rstrip("/")
         self.api_prefix = api_prefix
-        self.world = World(
+        self._world = World(
             inventory if inventory is not None else Inventory.preset(),
             clock=self._clock,
             seed=seed,
@@ -111,9 +111,9 @@ class FakeDCImanager:
             unique_user_emails=unique_user_emails,
             conditional_owner=conditional_owner,
         )
-        self.app = App(self.world, api_prefix)
+        self._app = App(self._world, api_prefix)
         self.sleep = sleep
-        self._transport = FakeTransport(self.app, sleep=sleep, async_sleep=async_sleep)
+        self._transport = FakeTransport(self._app, sleep=sleep, async_sleep=async_sleep)
 
     # ------------------------------------------------------------------ constructors
 
@@ -173,28 +173,28 @@ class FakeDCImanager:
     @property
     def state(self) -> SimulatorState:
         """A snapshot of the ground truth, taken now."""
-        with self.world.lock:
-            return self.world.snapshot()
+        with self._world.lock:
+            return self._world.snapshot()
 
     @property
     def faults(self) -> Faults:
         """The faults in force."""
-        return self.world.faults
+        return self._world.faults
 
     @faults.setter
     def faults(self, faults: Faults) -> None:
         if not isinstance(faults, Faults):
             raise TypeError(f"faults: expected Faults, got {type(faults).__name__}")
-        with self.world.lock:
-            self.world.faults = faults
+        with self._world.lock:
+            self._world.faults = faults
 
     def set_faults(self, faults: Faults | None = None, /, **changes: Any) -> Faults:
         """Replace the faults, or change some fields: ``set_faults(unavailable_rate=0.1)``.
         Returns the faults now in force."""
-        with self.world.lock:
-            base = faults if faults is not None else self.world.faults
-            self.world.faults = base.evolve(changes) if changes else base
-            return self.world.faults
+        with self._world.lock:
+            base = faults if faults is not None else self._world.faults
+            self._world.faults = base.evolve(changes) if changes else base
+            return self._world.faults
 
     # ------------------------------------------------------------------ steering
 
@@ -204,21 +204,21 @@ class FakeDCImanager:
         if advance is None:
             raise TypeError(f"{self._clock!r} cannot be advanced; pass a ManualClock")
         now: float = advance(seconds)
-        with self.world.lock:
-            self.world.settle()
+        with self._world.lock:
+            self._world.settle()
         return now
 
     def fail_next(self, count: int) -> None:
         """Answer the next ``count`` requests with 503 ("service suspended")."""
         if count < 0:
             raise ConfigError(f"count: must be >= 0, got {count!r}")
-        with self.world.lock:
-            self.world.unavailable_left += count
+        with self._world.lock:
+            self._world.unavailable_left += count
 
     def expire_tokens(self) -> int:
         """Revoke every session now; returns how many there were."""
-        with self.world.lock:
-            return self.world.expire_tokens()
+        with self._world.lock:
+            return self._world.expire_tokens()
 
     def add_user(
         self,
@@ -229,8 +229,8 @@ class FakeDCImanager:
         full_name: str = "",
     ) -> int:
         """Create a user directly (no request logged); returns its id."""
-        with self.world.lock:
-            return self.world.add_user(email, password, roles, full_name).id
+        with self._world.lock:
+            return self._world.add_user(email, password, roles, full_name).id
 
     def modify_server(
         self,
@@ -245,17 +245,17 @@ class FakeDCImanager:
 
         ``owner_id=None`` clears the owner; leave it out to keep it.
         """
-        with self.world.lock:
-            server = self.world.servers.get(server_id)
+        with self._world.lock:
+            server = self._world.servers.get(server_id)
             if server is None:
                 raise ConfigError(f"server_id: no server {server_id!r}")
             if power_status is not None and power_status not in ("on", "off", "unknown"):
                 raise ConfigError(f"power_status: must be on, off or unknown, got {power_status!r}")
             if not isinstance(owner_id, _Keep):
-                user = None if owner_id is None else self.world.users.get(owner_id)
+                user = None if owner_id is None else self._world.users.get(owner_id)
                 if owner_id is not None and user is None:
                     raise ConfigError(f"owner_id: no user {owner_id!r}")
-                self.world._set_owner(server, user)
+                self._world.put_owner(server, user)
             if is_new is not None:
                 server.is_new = is_new
             if maintenance_mode is not None:
@@ -279,7 +279,7 @@ class FakeDCImanager:
         Unless you passed your own clock, the manual clock follows real time while
         serving (``advance`` still jumps ahead). ``log`` receives one line per request.
         """
-        server = SimulatorServer(self, host, port, log=log)
+        server = SimulatorServer(self, self._app, host, port, log=log)
         clock = self._clock if self._own_clock else None
         if isinstance(clock, ManualClock):
             clock.follow_real_time(True)
@@ -293,6 +293,6 @@ class FakeDCImanager:
 
     def __repr__(self) -> str:
         return (
-            f"FakeDCImanager(url={self.url!r}, servers={len(self.world.servers)}, "
-            f"users={len(self.world.users)}, seed={self.seed!r})"
+            f"FakeDCImanager(url={self.url!r}, servers={len(self._world.servers)}, "
+            f"users={len(self._world.users)}, seed={self.seed!r})"
         )

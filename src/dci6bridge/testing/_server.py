@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from dci6bridge.errors import ConfigError
 
 if TYPE_CHECKING:
+    from ._app import App
     from ._fake import FakeDCImanager
 
 __all__ = ["CONTROL_PREFIX", "SimulatorServer"]
@@ -42,12 +43,14 @@ class SimulatorServer(ThreadingHTTPServer):
     def __init__(
         self,
         fake: FakeDCImanager,
+        app: App,
         host: str = "127.0.0.1",
         port: int = 0,
         *,
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.fake = fake
+        self.app = app
         self.log = log
         super().__init__((host, port), _Handler)
 
@@ -112,7 +115,7 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server.fake
         headers = {k.lower(): v for k, v in self.headers.items()}
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        reply = fake.app.handle(self.command, unquote(parts.path), query, headers, body)
+        reply = self.server.app.handle(self.command, unquote(parts.path), query, headers, body)
         if reply.delay:
             fake.sleep(reply.delay)
         if self.server.log is not None:

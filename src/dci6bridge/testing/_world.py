@@ -166,7 +166,7 @@ class World:
                 self._server_index.setdefault(key, []).append(server)
             if s.owner_email is not None:
                 owner = next(u for u in self.users.values() if u.email == s.owner_email)
-                self._set_owner(server, owner)
+                self.put_owner(server, owner)
 
     # ------------------------------------------------------------------ helpers
 
@@ -190,7 +190,8 @@ class World:
         self._users_by_email.setdefault(email, []).append(user)
         return user
 
-    def _set_owner(self, server: Server, user: User | None) -> None:
+    def put_owner(self, server: Server, user: User | None) -> None:
+        """Make ``user`` the owner (None: no owner), keeping both sides in step."""
         if server.owner_id is not None:
             self.users[server.owner_id].servers.discard(server.id)
         server.owner_id = None if user is None else user.id
@@ -412,7 +413,7 @@ class World:
     def set_owner(self, server_id: int, owner_id: int | None) -> dict[str, Any]:
         server = self.server(server_id)
         if owner_id is None:
-            self._set_owner(server, None)
+            self.put_owner(server, None)
             return {"id": server.id, "task": self._task()}
         user = self.users.get(owner_id)
         if user is None:
@@ -424,14 +425,14 @@ class World:
         ):
             n = sum(1 for u in self.users.values() if u.email.endswith("@outsider.invalid"))
             outsider = self.add_user(f"outsider-{n + 1}@outsider.invalid", "-", (USER_ROLE,))
-            self._set_owner(server, outsider)
+            self.put_owner(server, outsider)
         if server.owner_id not in (None, user.id) and self.conditional_owner:
             raise conflict(
                 f"server {server.id} already has an owner",
                 server_id=server.id,
                 owner_email=server.owner_email,
             )
-        self._set_owner(server, user)
+        self.put_owner(server, user)
         return {"id": server.id, "task": self._task()}
 
     def install(self, server_id: int, template_id: int, viewer: User) -> dict[str, Any]:
