@@ -3,6 +3,7 @@ no secret appears in history, events, tasks, logs or reprs."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable
 
@@ -94,7 +95,7 @@ def test_history_is_a_gap_free_chain(
     hist = prov.history("S1")
     assert [h.version for h in hist] == list(range(1, len(hist) + 1))
     assert hist[0].from_state == "pending"
-    for a, b in zip(hist, hist[1:]):
+    for a, b in itertools.pairwise(hist):
         assert a.to_state == b.from_state
         assert a.at <= b.at
     row = prov.store.get("S1")
@@ -124,7 +125,9 @@ def test_no_secret_leaks(
     drive(prov)
     svc = prov.get("S1")
     second = svc.root_password
-    assert first is not None and second is not None and first != second
+    assert first is not None
+    assert second is not None
+    assert first != second
     secrets = [first.reveal(), second.reveal(), fake.admin_password]
     fake.set_faults(install_failure_rate=1.0)
     prov.open(new_order("S2", email="bob@example.com"))

@@ -4,6 +4,7 @@ outsiders taking a server send the claim elsewhere."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import pytest
@@ -48,7 +49,8 @@ def test_no_free_server_fails_with_a_task_for_the_department(
     drive(prov)
     svc = prov.get("S1")
     assert svc.status is ServiceStatus.FAILED
-    assert svc.last_error is not None and "no_free_server" in svc.last_error
+    assert svc.last_error is not None
+    assert "no_free_server" in svc.last_error
     tasks = prov.tasks(department="AMS support")
     assert [(t.service_id, t.kind) for t in tasks] == [("S1", "no_free_server")]
     assert CFG in tasks[0].reason
@@ -211,8 +213,10 @@ def test_retries_exhausted_become_a_task(
     assert svc.status is ServiceStatus.FAILED
     [task] = prov.tasks()
     assert task.kind == "retries_exhausted"
-    assert "selecting_module" in task.reason and "3 attempts" in task.reason
-    assert svc.last_error is not None and "503" in svc.last_error
+    assert "selecting_module" in task.reason
+    assert "3 attempts" in task.reason
+    assert svc.last_error is not None
+    assert "503" in svc.last_error
 
 
 def test_503_bursts_and_token_expiry_are_survived(
@@ -266,7 +270,8 @@ def test_outsider_takes_the_reserved_server_so_another_is_claimed(
     assert fake.state.servers[first].owner_email == "someone@else.example"
     assert prov.store.server_claims() == {svc.server_id: "S1"}
     back = [h for h in prov.history("S1") if h.to_state == "claiming_server"]
-    assert len(back) == 2 and back[1].from_state == "assigning_owner"
+    assert len(back) == 2
+    assert back[1].from_state == "assigning_owner"
 
 
 def test_server_taken_twice_becomes_a_task(
@@ -305,7 +310,7 @@ def test_stale_lease_holder_is_fenced_out(
 def prov_history_ok(prov: Provisioner, sid: str) -> bool:
     hist = prov.history(sid)
     return [h.version for h in hist] == list(range(1, len(hist) + 1)) and all(
-        a.to_state == b.from_state for a, b in zip(hist, hist[1:])
+        a.to_state == b.from_state for a, b in itertools.pairwise(hist)
     )
 
 

@@ -52,7 +52,8 @@ def test_active_only_after_the_install_finished(
     assert truth.owner_email == "jane@example.com"
     assert truth.configuration == CFG
     assert truth.location_id == 1
-    assert truth.operation_kind == "install" and truth.operation_status == "ok"
+    assert truth.operation_kind == "install"
+    assert truth.operation_status == "ok"
     assert svc.user_id == fake.state.users_by_email("jane@example.com")[0].id
     # the tariff asks for one extra IPv4 address
     assert len(svc.ip_addresses) == 1
@@ -231,7 +232,8 @@ def test_reinstall_gives_a_new_password_and_template(
     assert after.status is ServiceStatus.ACTIVE
     assert after.os_template == "Debian 12"
     assert after.server_id == before.server_id
-    assert after.root_password is not None and after.root_password != before.root_password
+    assert after.root_password is not None
+    assert after.root_password != before.root_password
     assert fake.state.install_count(after.server_id) == 2
     assert events[-1].kind == "reinstalled"
     assert [h.to_state for h in active.history("S1")][-3:] == [
