@@ -22,6 +22,9 @@ EXPECTED = {
     "suspend",
     "resume",
     "close",
+    "reboot",
+    "reinstall",
+    "retry",
     "tasks",
     "worker",
     "simulator",
@@ -267,3 +270,46 @@ def test_servers_reports_an_unreachable_module(
     assert code == 1
     assert captured.err.startswith("dci6bridge: error: module dci-fra: ")
     assert "Traceback" not in captured.err
+
+
+def test_tasks_list_resolve_and_retry(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import dci6bridge as d
+    from dci6bridge.cli.demo import demo_catalog
+    from dci6bridge.testing import FakeDCImanager
+
+    # a DCImanager with no servers at all: the order fails and becomes a task
+    fake = FakeDCImanager.with_inventory(
+        servers_per_location=0, admin_email="admin@demo.example.com", admin_password="demo-pw"
+    )
+    store = d.open_store(f"sqlite:///{env / 'cli.db'}", clock=fake.clock.now)
+    with d.Provisioner(
+        demo_catalog("demo-pw"), store, transport=fake.transport, sleep=fake.advance
+    ) as prov:
+        prov.open(d.Order("T-1", "E3-64", "Debian 12", "ann@example.com"))
+        prov.run_until_idle(advance=fake.advance)
+    store.close()
+
+    assert main(["tasks", "--department", "Support"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert listed[0].split()[:3] == ["ID", "DEPARTMENT", "SERVICE"]
+    task_id = listed[2].split()[0]
+    assert "T-1" in listed[2]
+    assert "no_free_server" in listed[2]
+    assert main(["tasks", "--department", "Billing"]) == 0
+    assert capsys.readouterr().out.strip() == "no open tasks for Billing"
+
+    assert main(["status", "T-1"]) == 0
+    shown = capsys.readouterr().out
+    assert "failed" in shown
+    assert "no free server" in shown
+
+    assert main(["retry", "T-1"]) == 0
+    assert "retry requested for T-1" in capsys.readouterr().out
+    assert main(["tasks", "--resolve", task_id, "--note", "ordered more servers"]) == 0
+    assert capsys.readouterr().out.strip() == f"task {task_id} resolved: ordered more servers"
+    line = _fails(["tasks", "--resolve", task_id, "--note", "again"], capsys)
+    assert "already resolved" in line
+    line = _fails(["tasks", "--resolve", "999", "--note", "x"], capsys)
+    assert "999" in line
+    assert main(["tasks", "--all", "--json"]) == 0
+    assert '"resolution": "ordered more servers"' in capsys.readouterr().out

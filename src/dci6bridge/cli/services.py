@@ -1,5 +1,5 @@
-"""``dci6bridge open | status | suspend | resume | close | tasks``: billing operations
-against a catalog and a status store.
+"""``dci6bridge open | status | suspend | resume | close | reboot | reinstall | retry |
+tasks``: billing operations against a catalog and a status store.
 
 These commands only record what billing asks for; a worker (``dci6bridge worker``) does
 the DCImanager side and moves each service to its next state. ``status`` shows where a
@@ -37,7 +37,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``open``, ``status``, ``suspend``, ``resume``, ``close`` and ``tasks``."""
+    """Register ``open``, ``status``, ``suspend``, ``resume``, ``close``, ``reboot``,
+    ``retry``, ``reinstall`` and ``tasks``."""
     p = subparsers.add_parser(
         "open",
         help="record a new order; a worker then provisions it",
@@ -78,11 +79,26 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         ("suspend", "suspend a service: switch ports off, the server keeps running"),
         ("resume", "resume a suspended service: switch ports on again"),
         ("close", "close a service: power off, release the server and its IPs, delete the user"),
+        ("reboot", "reboot an active service's server"),
+        ("retry", "retry a failed service from the step it failed in"),
     ):
         p = subparsers.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
         p.add_argument("service_id", metavar="SERVICE_ID", help="the service")
         _common(p)
         p.set_defaults(func=run)
+
+    p = subparsers.add_parser(
+        "reinstall",
+        help="reinstall an active service's OS (a new root password)",
+        description=(
+            "Reinstall an active service with one of its tariff's OS templates. It goes "
+            "through installing_os again and is active once the install has finished."
+        ),
+    )
+    p.add_argument("service_id", metavar="SERVICE_ID", help="the service")
+    p.add_argument("--os-template", required=True, help="one of the tariff's OS templates")
+    _common(p)
+    p.set_defaults(func=run)
 
     p = subparsers.add_parser(
         "tasks",
@@ -234,9 +250,13 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_action(args: argparse.Namespace) -> int:
-    """``dci6bridge suspend|resume|close``: record the request; a worker carries it out."""
+    """``dci6bridge suspend|resume|close|reboot|retry|reinstall``: record the request; a
+    worker carries it out."""
     with provisioner_from_args(args) as prov:
-        svc = getattr(prov, args.command)(args.service_id)
+        if args.command == "reinstall":
+            svc = prov.reinstall(args.service_id, args.os_template)
+        else:
+            svc = getattr(prov, args.command)(args.service_id)
     if args.json:
         print_json(svc)
     else:
@@ -254,6 +274,11 @@ def run_tasks(args: argparse.Namespace) -> int:
         raise ConfigError("--note: only meaningful with --resolve ID")
     with provisioner_from_args(args) as prov:
         if args.resolve is not None:
+            known = {t.id: t for t in prov.tasks(include_resolved=True)}
+            if args.resolve not in known:
+                raise ConfigError(f"--resolve: there is no department task {args.resolve}")
+            if known[args.resolve].resolved_at is not None:
+                raise ConfigError(f"--resolve: task {args.resolve} is already resolved")
             task = prov.resolve_task(args.resolve, args.note)
             if args.json:
                 print_json(task)
