@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from dci6bridge.cli import main
 from dci6bridge.testing import SimulatorControl
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "inventory.json"
@@ -86,34 +87,19 @@ def test_simulator_command_with_inventory_and_faults() -> None:
         (["--fail-503", "2"], "between 0 and 1"),
         (["--latency-ms", "9-1"], "MIN <= MAX"),
         (["--install-seconds", "-1"], ">= 0"),
+        (["--token-ttl", "soon"], "not a number"),
     ],
 )
-def test_bad_options_exit_2(args: list[str], needle: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-c", MAIN, "simulator", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert proc.returncode == 2
-    assert needle in proc.stderr
+def test_bad_options_exit_2(
+    args: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["simulator", *args])
+    assert info.value.code == 2
+    assert needle in capsys.readouterr().err
 
 
-def test_missing_inventory_file_exits_2(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            MAIN,
-            "simulator",
-            "--port",
-            "0",
-            "--inventory",
-            str(tmp_path / "none.json"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert proc.returncode == 2
-    assert "none.json" in proc.stderr
+def test_missing_inventory_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["simulator", "--port", "0", "--inventory", str(tmp_path / "none.json")])
+    assert status == 2
+    assert "none.json" in capsys.readouterr().err

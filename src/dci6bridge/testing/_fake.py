@@ -44,7 +44,8 @@ class FakeDCImanager:
         inventory: what the world holds at start (default: :meth:`Inventory.preset`).
         clock: anything with ``now() -> float`` epoch seconds.
         seed: seeds every random decision (faults, token values).
-        admin_email, admin_password: the administrator's credentials.
+        admin_email: the administrator's email.
+        admin_password: the administrator's password.
         token_ttl: seconds a login token lives (``None``: forever); same as
             ``Faults.token_ttl``.
         install_duration: seconds an OS install runs before it ends (0: at once).
@@ -56,7 +57,8 @@ class FakeDCImanager:
         conditional_owner: refuse (409) to assign a server another user owns; False
             overwrites the owner instead.
         url: the base URL clients use in-process.
-        sleep, async_sleep: how injected latency is slept (real sleeps by default).
+        sleep: how injected latency is slept (a real sleep by default).
+        async_sleep: the same for the async transport.
     """
 
     def __init__(
