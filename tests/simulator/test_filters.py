@@ -252,3 +252,40 @@ def test_the_clients_q_renders_what_the_simulator_reads(http: httpx.Client) -> N
     assert [s["id"] for s in r.json()["list"]] == [8, 9, 10, 11, 12]
     tricky = Q("name") == "it's \\ odd"
     assert compile_where(str(tricky), FIELDS)({"name": "it's \\ odd"}) is True
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "location_id EQ 2",
+        "location_id EQ '2'",  # coerced: not an index lookup, same answer
+        "configuration EQ 'i9-9900K-64Gb-2x1024NVMe' AND location_id EQ 1",
+        "location_id EQ 1 AND location_id EQ 2",
+        "location_id EQ 1 OR configuration EQ 'A'",
+        "(location_id EQ 1) AND NOT (configuration EQ 'i9-9900K-64Gb-2x1024NVMe')",
+        "id EQ 3",
+        "id EQ 3 OR id EQ 9",
+        "id EQ 99",
+        "location_id EQ true",
+    ],
+)
+def test_index_narrowing_gives_the_full_scan_answer(http: httpx.Client, where: str) -> None:
+    from dci6bridge.testing._world import SERVER_FIELDS
+
+    every = http.get("dci/v3/server").json()["list"]
+    predicate = compile_where(where, SERVER_FIELDS)
+    expected = [s["id"] for s in every if predicate(s) is True]
+    got = http.get("dci/v3/server", params={"where": where})
+    assert got.status_code == 200
+    assert [s["id"] for s in got.json()["list"]] == expected
+
+
+def test_users_found_by_email_or_id_match_the_full_scan(http: httpx.Client) -> None:
+    for email in ("a@example.com", "b@example.com", "a@example.com"):
+        http.post("dci/v3/user", json={"email": email, "password": "pw"})
+    by_email = http.get("dci/v3/user", params={"where": "email EQ 'a@example.com'"}).json()
+    assert [u["id"] for u in by_email["list"]] == [2, 4]
+    by_id = http.get("dci/v3/user", params={"where": "id EQ 3"}).json()
+    assert [u["email"] for u in by_id["list"]] == ["b@example.com"]
+    both = http.get("dci/v3/user", params={"where": "email EQ 'a@example.com' AND id EQ 3"})
+    assert both.json() == {"list": [], "size": 0}
