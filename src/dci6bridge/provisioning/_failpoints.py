@@ -91,6 +91,7 @@ STORE_WRITES: tuple[str, ...] = (
     "store.renew",
     "store.release",
     "store.reserve_server",
+    "store.singleton",
     "store.release_server",
     "store.checkpoint:install",
     "store.checkpoint:op_id",

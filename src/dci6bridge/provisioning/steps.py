@@ -66,7 +66,7 @@ USER_MARKER = "[dci6bridge]"
 
 #: Free servers read per claim attempt (one page); candidates are tried in random order
 #: so that concurrent workers rarely race for the same server.
-CLAIM_PAGE = 25
+CLAIM_PAGE = 10
 
 
 class NotYet(Dci6BridgeError):
@@ -176,6 +176,8 @@ class StepContext:
         self._monotonic = monotonic
         self._renewed_at = monotonic()
         self._order: Order | None = None
+        #: servers read in this lease (still fresh for the next step of the same lease)
+        self.seen: dict[int, Server] = {}
 
     # ------------------------------------------------------------------ lookups
     @property
@@ -255,6 +257,14 @@ class StepContext:
         """Reserve ``server_id`` locally for this service (before any remote effect)."""
         ok = self.store.reserve_server(self.lease, server_id)
         self.failpoints.hit("after:store.reserve_server")
+        return ok
+
+    def claim_singleton(self, name: str) -> bool:
+        """Hold the store singleton ``name`` for this service for one lease TTL."""
+        ok = self.store.try_singleton(
+            name, f"{self.lease.worker_id}:{self.service_id}", self.settings.lease_ttl
+        )
+        self.failpoints.hit("after:store.singleton")
         return ok
 
     def release_server(self, server_id: int) -> None:
@@ -466,6 +476,7 @@ def _claiming_server(ctx: StepContext) -> Outcome:
                     ctx.release_server(sid)
             ok = ctx.reserve(server.id)
         if ok:
+            ctx.seen[server.id] = server
             return Advance(
                 S.CREATING_USER,
                 patch={"server_id": server.id},
@@ -492,9 +503,15 @@ def _find_users(ctx: StepContext, email: str) -> list[User]:
 def _creating_user(ctx: StepContext) -> Outcome:
     email = ctx.email
     client = ctx.client()
-    users = [] if ctx.settings.unsafe_skip_readback else _find_users(ctx, email)
+    skip = ctx.settings.unsafe_skip_readback
+    users = [] if skip else _find_users(ctx, email)
     created: int | None = None
     if not users:
+        # Services of one customer share the user: one creator at a time per email, so
+        # two orders of a new customer cannot create two users. The sibling finds the
+        # user on its next try; a crashed creator's claim runs out with the lease TTL.
+        if not skip and not ctx.claim_singleton(f"user:{ctx.module.name}:{email}"):
+            return Wait(1.0 + ctx.rng.random(), "another service is creating the user")
         name = ctx.order.customer_name or email
         user = ctx.call(
             "users.create",
@@ -505,11 +522,9 @@ def _creating_user(ctx: StepContext) -> Outcome:
             full_name=f"{name} {USER_MARKER}",
         )
         created = user.id
-        # read back: a sibling service of the same customer may have created one too
-        skip = ctx.settings.unsafe_skip_readback
-        users = [user] if skip else (_find_users(ctx, email) or [user])
+        users = [user]
     chosen = users[0]
-    # duplicates left by a concurrent or crashed creation own nothing: remove them
+    # duplicates (a creator that stalled past its claim) own nothing: remove them
     for extra in users[1:]:
         if extra.server_count == 0:
             with contextlib.suppress(NotFoundError):
@@ -547,7 +562,9 @@ def _assigning_owner(ctx: StepContext) -> Outcome:
     if ctx.settings.unsafe_skip_readback:
         assigned_now = True
     else:
-        server = ctx.get_server(server_id)
+        # The listing this lease just claimed it from is fresh enough for the first try;
+        # any later try (crash, timeout, lost answer) reads the server back first.
+        server = ctx.seen.pop(server_id, None) or ctx.get_server(server_id)
         if not ctx.data.get("ips_before"):
             ips_before = [ip.id for ip in server.ip]
         if _owner_is(server, ctx.email):
