@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +57,13 @@ def test_task_queue(tmp_path: Path) -> None:
 
 
 @pytest.mark.postgres
-def test_workers_postgres(tmp_path: Path, pg_url: str) -> None:
-    out = _run("workers_postgres.py", pg_url, cwd=tmp_path, timeout=180)
-    assert "active" in out
+def test_workers_postgres(tmp_path: Path, pg_store_url: str) -> None:
+    out = _run("workers_postgres.py", pg_store_url, "--workers", "3", cwd=tmp_path, timeout=180)
+    assert "workers stopped with exit codes [0, 0, 0]" in out
+    per_worker = re.search(r"state changes per worker: (\{.*\})", out)
+    assert per_worker is not None
+    # every state change was made by one of the worker processes, and more than one worked
+    counts = ast.literal_eval(per_worker.group(1))
+    assert set(counts) <= {"worker-1", "worker-2", "worker-3"}
+    assert len(counts) >= 2
+    assert out.count(": active, server") == 8
