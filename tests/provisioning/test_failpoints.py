@@ -109,7 +109,9 @@ def assert_converged(prov: Provisioner, fake: FakeDCImanager, events: list[Event
     assert [h.version for h in hist] == list(range(1, len(hist) + 1))
     assert all(a.to_state == b.from_state for a, b in itertools.pairwise(hist))
     # at least once, and every delivery of it carries the same id
-    assert {e.event_id for e in events if e.kind == "activated"} == {f"S1:{hist[-1].version}:activated"}
+    assert {e.event_id for e in events if e.kind == "activated"} == {
+        f"S1:{hist[-1].version}:activated"
+    }
 
 
 @pytest.mark.parametrize("point", OPEN_PATH)
