@@ -130,19 +130,20 @@ class App:
 
     # ------------------------------------------------------------------ entry
 
-    def match(self, method: str, path: str) -> tuple[Route | None, dict[str, str]]:
-        """The route for a request path (with the prefix) and its path parameters."""
+    def relative(self, path: str) -> str | None:
+        """The path below the API prefix (no slashes at the ends), or None outside it."""
         if self.prefix:
             if not path.startswith(self.prefix + "/"):
-                return None, {}
+                return None
             path = path[len(self.prefix) + 1 :]
-        else:
-            path = path.lstrip("/")
-        path = path.rstrip("/")
+        return path.strip("/")
+
+    def match(self, method: str, rel_path: str) -> tuple[Route | None, dict[str, str]]:
+        """The route for a path below the prefix, and its path parameters."""
         for route, pattern in self._routes:
             if route.method != method:
                 continue
-            m = pattern.fullmatch(path)
+            m = pattern.fullmatch(rel_path)
             if m is not None:
                 return route, m.groupdict()
         return None, {}
@@ -158,22 +159,19 @@ class App:
         """Answer one request. ``headers`` keys must be lower-case."""
         world = self.world
         method = method.upper()
+        rel_path = self.relative(path)
+        route, raw_params = (None, {}) if rel_path is None else self.match(method, rel_path)
+        name = route.name if route else "unknown"
+        auth_service = rel_path is not None and rel_path.startswith("auth/")
         with world.lock:
             world.settle()
-            route, raw_params = self.match(method, path)
-            name = route.name if route else "unknown"
-            auth_service = (
-                (route.path if route else path)
-                .lstrip("/")
-                .startswith(("auth/", self.prefix.lstrip("/") + "/auth/"))
-            )
             try:
                 self._maybe_unavailable(name, auth_service)
                 if route is None:
+                    # Auth paths may carry a token value: never echo them.
+                    shown = "auth/..." if auth_service else path
                     raise dci_error(
-                        404,
-                        Code.HANDLER_NOT_FOUND,
-                        f"request handler not found: {method} {path}",
+                        404, Code.HANDLER_NOT_FOUND, f"request handler not found: {method} {shown}"
                     )
                 data = self._body(method, body, auth_service)
                 if name == "servers.set_owner" and data.get("owner", 0) is None:

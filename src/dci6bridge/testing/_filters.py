@@ -168,6 +168,23 @@ def _getter(path: str) -> Callable[[Row], Any]:
     return get
 
 
+def _combine(parts: Sequence[Predicate], *, decisive: bool) -> Predicate:
+    """OR (``decisive=True``: one true part decides) or AND (one false part decides),
+    in SQL's three-valued logic: otherwise any unknown part makes the whole unknown."""
+
+    def combined(row: Row) -> bool | None:
+        unknown = False
+        for p in parts:
+            r = p(row)
+            if r is decisive:
+                return decisive
+            if r is None:
+                unknown = True
+        return None if unknown else not decisive
+
+    return combined
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -214,18 +231,7 @@ class _Parser:
             return parts[0]
         if self.depth == 0:
             self.top_or = True
-
-        def any_of(row: Row) -> bool | None:
-            unknown = False
-            for p in parts:
-                r = p(row)
-                if r is True:
-                    return True
-                if r is None:
-                    unknown = True
-            return None if unknown else False
-
-        return any_of
+        return _combine(parts, decisive=True)
 
     def term(self) -> Predicate:
         parts = [self.factor()]
@@ -234,18 +240,7 @@ class _Parser:
             parts.append(self.factor())
         if len(parts) == 1:
             return parts[0]
-
-        def all_of(row: Row) -> bool | None:
-            unknown = False
-            for p in parts:
-                r = p(row)
-                if r is False:
-                    return False
-                if r is None:
-                    unknown = True
-            return None if unknown else True
-
-        return all_of
+        return _combine(parts, decisive=False)
 
     def factor(self) -> Predicate:
         tok = self.peek()

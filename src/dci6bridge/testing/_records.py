@@ -199,26 +199,7 @@ class Server:
     def changed(self) -> None:
         self.row = None
 
-    def filter_row(self) -> dict[str, Any]:
-        if self.row is None:
-            self.row = {
-                "id": self.id,
-                "name": self.name,
-                "domain": self.domain,
-                "configuration": self.configuration,
-                "location_id": self.location_id,
-                "owner_email": self.owner_email,
-                "is_new": self.is_new,
-                "maintenance_mode": self.maintenance_mode,
-                "power_status": self.power_status,
-                "state": "active",
-                "operation": {"id": self.op.id, "status": self.op.status},
-                "os_template": self.os_template,
-                "_server": self,
-            }
-        return self.row
-
-    def to_json(self, now: float) -> dict[str, Any]:
+    def _scalars(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "name": self.name,
@@ -230,6 +211,23 @@ class Server:
             "maintenance_mode": self.maintenance_mode,
             "power_status": self.power_status,
             "state": "active",
+        }
+
+    def filter_row(self) -> dict[str, Any]:
+        """The fields ``where`` and ``orderby`` see (cached until :meth:`changed`);
+        ``_server`` leads back to this record."""
+        if self.row is None:
+            self.row = {
+                **self._scalars(),
+                "operation": {"id": self.op.id, "status": self.op.status},
+                "os_template": self.os_template,
+                "_server": self,
+            }
+        return self.row
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        return {
+            **self._scalars(),
             "state_info": "",
             "operation": self.op.to_json(now),
             "os_template": dict(self.os_template) if self.os_template else None,
