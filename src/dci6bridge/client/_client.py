@@ -103,8 +103,9 @@ class Client:
 
     Args:
         base_url: ``https://dci.example.com`` (no ``/api``; see ``api_prefix``).
-        email, password: an administrator's credentials; the client logs in, renews
-            before expiry, logs in again once on 401 and revokes the session on close.
+        email: an administrator's e-mail; the client logs in, renews before expiry,
+            logs in again once on 401 and revokes the session on close.
+        password: that administrator's password (``str`` or :class:`~dci6bridge.Secret`).
         token: a pre-issued token instead of credentials (never revoked by the client).
         api_prefix: the prefix of every service path (``/api``; ``""`` for none).
         verify: verify TLS certificates (``True``), not (``False``), or a CA bundle path.
