@@ -690,8 +690,11 @@ def _poll_install(ctx: StepContext) -> Outcome:
     op_id = row.op_id
     if op_id is None:
         if current is not None and current != row.data.get("install_baseline"):
-            ctx.checkpoint("op_id", {"op_id": current})
             op_id = current
+            if op is not None and not op.is_terminal:
+                # recorded now so later polls know it; a finished one goes with the
+                # transition it causes
+                ctx.checkpoint("op_id", {"op_id": current})
         else:
             # the install call never took effect (lost before DCImanager acted): start again
             done = _start_install(ctx, reinstall=False)
@@ -731,6 +734,7 @@ def _poll_install(ctx: StepContext) -> Outcome:
     return Advance(
         S.ACTIVE,
         patch={
+            "op_id": op_id,
             "data": {
                 "root_password": row.data.get("root_password_next"),
                 "root_password_next": None,
@@ -739,7 +743,7 @@ def _poll_install(ctx: StepContext) -> Outcome:
                 "ip_addresses": ips,
                 "taken": None,
                 "exhausted_modules": None,
-            }
+            },
         },
         detail={"server_id": server_id, "op_id": op_id, "ip_addresses": ips},
         events=[
