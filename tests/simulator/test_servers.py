@@ -250,3 +250,13 @@ def test_ip_bind_refuses_what_it_cannot_do_whole() -> None:
         assert err["value"]["field"] == "ipv4_pool"
         err = error_of(http.post("dci/v3/server/1/ip", json={"ipv4_number": 0}), 400)
         assert err["value"] == {"field": "ipv4_number", "value": 0}
+
+
+def test_ip_bind_without_pools_uses_the_location_pools(
+    fake: FakeDCImanager, http: httpx.Client
+) -> None:
+    for body in ({"ipv4_number": 1}, {"ipv4_number": 1, "ipv4_pool": []}):
+        ok(http.post("dci/v3/server/8/ip", json=body))  # server 8 is in location 2
+    ips = fake.state.servers[8].ips
+    assert len(ips) == 2
+    assert all(ip.startswith("10.2.") for ip in ips)  # pool 2 belongs to location 2

@@ -94,8 +94,8 @@ class App:
         self._routes = [(r, _compile(r)) for r in routes if r.name != "servers.release_owner"]
         self._handlers: dict[str, Callable[[_Call], Any]] = {
             "auth.login": self._login,
-            "auth.logout": lambda c: world.logout(str(c.params["token_id"])),
-            "auth.whoami": lambda c: world.whoami(_need(c.token), c.viewer),
+            "auth.logout": self._logout,
+            "auth.whoami": lambda c: world.sessions.whoami(_need(c.token), c.viewer),
             "auth.create_token": self._create_token,
             "locations.list": lambda c: world.list_locations(c.query),
             "servers.list": lambda c: world.list_servers(c.query, c.viewer),
@@ -286,7 +286,11 @@ class App:
                 "Field description: a string of at most 255 characters",
                 "description",
             )
-        return self.world.create_token(call.viewer, expires_at)
+        return self.world.sessions.issue(call.viewer, expires_at)
+
+    def _logout(self, call: _Call) -> Any:
+        self.world.sessions.revoke(str(call.params["token_id"]))
+        return {}
 
     def _set_owner(self, call: _Call) -> Any:
         if "owner" not in call.body:

@@ -220,7 +220,7 @@ class FakeDCImanager:
     def expire_tokens(self) -> int:
         """Revoke every session now; returns how many there were."""
         with self._world.lock:
-            return self._world.expire_tokens()
+            return self._world.sessions.revoke_all()
 
     def add_user(
         self,

@@ -11,17 +11,18 @@ time has come.
 from __future__ import annotations
 
 import heapq
-import ipaddress
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ._clock import Clock, format_timestamp
+from ._addresses import Addresses
+from ._clock import Clock
 from ._errors import ApiError, Code, auth_error, bad_value, conflict, dci_error, not_found
 from ._faults import FaultDice, Faults
 from ._filters import FilterError, ListQuery
 from ._inventory import Inventory
-from ._records import Ip, IpPool, Op, Port, Server, Token, User, roles_text
+from ._records import Op, Port, Server, Token, User, roles_text
+from ._sessions import Sessions
 from ._state import (
     InstallRecord,
     PortState,
@@ -99,24 +100,16 @@ class World:
         self._install_index: dict[int, int] = {}  # operation id -> index in installs
         self._pending: list[tuple[float, int, int]] = []  # (ends_at, op id, server id)
         self._queries: dict[tuple[str, str, str, str], ListQuery] = {}
-        self._next = {"op": 0, "token": 0, "user": 0, "ip": 0, "port": 0, "conn": 0}
+        self._next = {"op": 0, "user": 0, "port": 0, "conn": 0}
         self.users: dict[int, User] = {}
         self._users_by_email: dict[str, list[User]] = {}
-        self.tokens: dict[str, Token] = {}
-        self.tokens_by_id: dict[int, Token] = {}
+        self.sessions = Sessions(clock, self.dice.tokens)
         self.locations = {loc.id: loc.name for loc in inventory.locations}
         self.templates: dict[int, dict[str, Any]] = {
             t.id: {"id": t.id, "name": t.name, "tags": list(t.tags), "location_id": t.location_id}
             for t in inventory.os_templates
         }
-        self.pools: dict[int, IpPool] = {}
-        for p in inventory.ip_pools:
-            free = [(int(ipaddress.ip_address(a)), a) for a in p.addresses]
-            heapq.heapify(free)
-            self.pools[p.id] = IpPool(
-                p.id, p.name, p.network, p.gateway, p.location_id, len(free), free
-            )
-        self.ips: dict[int, Ip] = {}
+        self.addresses = Addresses(inventory.ip_pools)
         self.ports: dict[tuple[int, int], Port] = {}
         self.switches: dict[int, str] = {loc.id: f"sw-{loc.id}" for loc in inventory.locations}
         self.admin = self.add_user(admin_email, admin_password, (ADMIN_ROLE,), "Administrator")
@@ -287,69 +280,21 @@ class World:
 
     # ------------------------------------------------------------------ auth
 
-    def _issue(self, user: User, expires_at: float | None) -> dict[str, Any]:
-        value = f"{self.dice.tokens.getrandbits(96):024X}"
-        token = Token(self._id("token"), value, user.id, expires_at)
-        self.tokens[value] = token
-        self.tokens_by_id[token.id] = token
-        return {
-            "id": token.id,
-            "token": value,
-            "expires_at": None if expires_at is None else format_timestamp(expires_at),
-            "confirmed": True,
-        }
-
     def login(self, email: str, password: str) -> dict[str, Any]:
         """``POST auth/v4/public/token``."""
-        for user in self.users.values():
-            if user.email == email and user.password == password:
+        for user in self._users_by_email.get(email, []):
+            if user.password == password:
                 ttl = self.faults.token_ttl
-                return self._issue(user, None if ttl is None else self.clock.now() + ttl)
+                return self.sessions.issue(user, None if ttl is None else self.clock.now() + ttl)
         raise auth_error(401, Code.AUTH_BAD_CREDENTIALS, "Incorrect email or password")
 
-    def create_token(self, user: User, expires_at: float) -> dict[str, Any]:
-        """``POST auth/v4/token``: a long-lived token ending at ``expires_at``."""
-        return self._issue(user, expires_at)
-
     def authenticate(self, value: str | None) -> tuple[Token, User]:
-        """The session for a token value, or the 401 the caller should answer."""
-        token = self.tokens.get(value or "")
-        if token is None:
-            raise LookupError("no such token")
-        if token.expires_at is not None and self.clock.now() >= token.expires_at:
-            raise LookupError("expired")
+        """The session for a token value; ``LookupError`` means answer 401."""
+        token = self.sessions.check(value)
         user = self.users.get(token.user_id)
         if user is None:
             raise LookupError("user deleted")
         return token, user
-
-    def logout(self, ref: str) -> dict[str, Any]:
-        """``DELETE auth/v4/token/{token}``: ``ref`` is the token's id or value."""
-        token = self.tokens.get(ref)
-        if token is None and ref.isdigit():
-            token = self.tokens_by_id.get(int(ref))
-        if token is None:
-            raise auth_error(404, Code.AUTH_NOT_FOUND, "Token not found")
-        del self.tokens[token.value]
-        del self.tokens_by_id[token.id]
-        return {}
-
-    def expire_tokens(self) -> int:
-        """Revoke every session (the next request of each client gets 401)."""
-        count = len(self.tokens)
-        self.tokens.clear()
-        self.tokens_by_id.clear()
-        return count
-
-    def whoami(self, token: Token, user: User) -> dict[str, Any]:
-        """``GET auth/v4/whoami``."""
-        return {
-            "id": token.id,
-            "owner_id": user.id,
-            "owner_email": user.email,
-            "owner_roles": list(user.roles),
-            "expires_at": None if token.expires_at is None else format_timestamp(token.expires_at),
-        }
 
     # ------------------------------------------------------------------ catalogue
 
@@ -362,8 +307,7 @@ class World:
         return self._page("os_template", params, TEMPLATE_FIELDS, rows)
 
     def list_pools(self, params: Mapping[str, str]) -> dict[str, Any]:
-        rows = [p.to_json() for p in self.pools.values()]
-        return self._page("ippool", params, POOL_FIELDS, rows)
+        return self._page("ippool", params, POOL_FIELDS, self.addresses.rows())
 
     # ------------------------------------------------------------------ servers
 
@@ -500,38 +444,15 @@ class World:
 
     def assign_ips(self, server_id: int, count: int, pool_ids: list[int] | None) -> dict[str, Any]:
         server = self.server(server_id)
-        if not pool_ids:  # None or []: the location's pools (the client sends [] for "any")
-            pools = [p for p in self.pools.values() if p.location_id == server.location_id]
-        else:
-            unknown = [p for p in pool_ids if p not in self.pools]
-            if unknown:
-                raise bad_value("ipv4_pool", pool_ids, f"unknown pool id(s) {unknown}")
-            pools = [self.pools[p] for p in pool_ids]
-        if sum(len(p.free) for p in pools) < count:
-            raise conflict(
-                f"not enough free addresses for {count} IPv4 address(es)",
-                ipv4_pool=[p.id for p in pools],
-            )
-        for pool in pools:
-            while count and pool.free:
-                value, address = heapq.heappop(pool.free)
-                ip = Ip(
-                    self._id("ip"), address, value, pool.id, server.id, pool.gateway, pool.network
-                )
-                self.ips[ip.id] = ip
-                server.ips.append(ip)
-                count -= 1
+        server.ips.extend(self.addresses.take(server.id, server.location_id, count, pool_ids))
         server.changed()
         return {"id": server.id, "task": self._task()}
 
     def release_ip(self, ip_id: int) -> dict[str, Any]:
-        ip = self.ips.pop(ip_id, None)
-        if ip is None:
-            raise not_found("ip", ip_id)
+        ip = self.addresses.give_back(ip_id)
         server = self.servers[ip.server_id]
         server.ips = [i for i in server.ips if i.id != ip_id]
         server.changed()
-        heapq.heappush(self.pools[ip.pool_id].free, (ip.value, ip.address))
         return {"id": ip_id, "task": self._task()}
 
     # ------------------------------------------------------------------ users
@@ -583,8 +504,7 @@ class World:
             raise conflict("the administrator cannot be deleted", user_id=user_id)
         del self.users[user_id]
         self._users_by_email[user.email].remove(user)
-        for value in [v for v, t in self.tokens.items() if t.user_id == user_id]:
-            self.tokens_by_id.pop(self.tokens.pop(value).id, None)
+        self.sessions.revoke_user(user_id)
         return {"id": user_id}
 
     # ------------------------------------------------------------------ ground truth

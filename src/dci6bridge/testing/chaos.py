@@ -18,14 +18,19 @@ remote truth, so it judges the orchestrator from the outside.
 from __future__ import annotations
 
 import collections
+import importlib
+import multiprocessing
+import multiprocessing.process
+import os
 import random
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import attrs
 
@@ -405,25 +410,81 @@ def check_invariants(
 # --------------------------------------------------------------------------- nemesis
 
 
+class _Process(Protocol):
+    pid: int
+
+    def poll(self) -> int | None: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+class _Forked:
+    """A :class:`multiprocessing` process with the :class:`subprocess.Popen` calls the
+    fleet uses."""
+
+    def __init__(self, process: multiprocessing.process.BaseProcess) -> None:
+        self._p = process
+        self.pid = int(process.pid or 0)
+
+    def poll(self) -> int | None:
+        return self._p.exitcode
+
+    def send_signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def wait(self, timeout: float | None = None) -> int:
+        self._p.join(timeout)
+        code = self._p.exitcode
+        if code is None:
+            raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0.0)
+        return code
+
+
+def _run_entry(entry: str, argv: list[str], env: dict[str, str], log_path: str) -> None:
+    """Body of a forked worker: output to ``log_path``, environment ``env``, then
+    ``entry`` (``"package.module:function"``) called with ``argv``; its return value is
+    the exit status."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    os.environ.clear()
+    os.environ.update(env)
+    module, _, name = entry.partition(":")
+    code = getattr(importlib.import_module(module), name)(argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.exit(code)
+
+
 @attrs.define
 class _Member:
     slot: int
-    proc: subprocess.Popen[bytes]
-    log: IO[bytes]
+    proc: _Process
+    log: IO[bytes] | None
     started: float
 
 
 class WorkerFleet:
     """Keep ``size`` worker processes running and hurt them on request.
 
-    ``argv_for(slot)`` builds the command line of the worker in a slot (``slot`` is
+    ``argv_for(slot)`` builds the arguments of the worker in a slot (``slot`` is
     ``0 … size-1``; a restarted worker gets the same slot and a fresh process), ``env``
-    is its environment. Output of each process goes to ``log_dir/worker-<slot>.log``
-    (appended across restarts). Counters: ``kills`` (SIGKILLs sent), ``pauses``,
-    ``crashes`` (exits with status 137, i.e. a failpoint fired), ``exits`` (every exit
-    by status), ``restarts``.
+    is its whole environment. Without ``entry``, the arguments are a command line run
+    with :class:`subprocess.Popen` (e.g. ``python -m dci6bridge worker ...``). With
+    ``entry="package.module:function"``, each worker is forked from a
+    :mod:`multiprocessing` fork server that has imported ``package.module`` once, and
+    runs ``function(argv)``: the same worker code, but a restart costs milliseconds
+    instead of an interpreter start, so a nemesis can kill hundreds of workers in a
+    short run.
 
-    Only processes this object started are ever signalled, by pid.
+    Output of each process goes to ``log_dir/worker-<slot>.log`` (appended across
+    restarts). Counters: ``kills`` (SIGKILLs sent), ``pauses``, ``crashes`` (exits with
+    status 137, i.e. a failpoint fired), ``exits`` (every exit by status, ``-9`` for a
+    SIGKILL), ``restarts``. Only processes this object started are ever signalled, by
+    pid.
     """
 
     def __init__(
@@ -434,14 +495,22 @@ class WorkerFleet:
         env: Mapping[str, str],
         log_dir: Path,
         rng: random.Random,
+        entry: str | None = None,
     ) -> None:
         if size < 1:
             raise ValueError(f"size: {size!r} is not a positive number of workers")
+        if entry is not None and ":" not in entry:
+            raise ValueError(f"entry: {entry!r} is not 'package.module:function'")
         self._argv_for = argv_for
         self._size = size
         self._env = dict(env)
         self._log_dir = Path(log_dir)
         self._rng = rng
+        self._entry = entry
+        self._ctx: Any = None
+        if entry is not None:
+            self._ctx = multiprocessing.get_context("forkserver")
+            self._ctx.set_forkserver_preload([entry.partition(":")[0]])
         self._members: dict[int, _Member] = {}
         self._lock = threading.Lock()
         self._paused: set[int] = set()
@@ -460,15 +529,34 @@ class WorkerFleet:
                 self._spawn(slot)
 
     def _spawn(self, slot: int) -> None:
-        log = (self._log_dir / f"worker-{slot}.log").open("ab")
-        proc = subprocess.Popen(
-            list(self._argv_for(slot)),
-            env=self._env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+        path = self._log_dir / f"worker-{slot}.log"
+        argv = list(self._argv_for(slot))
+        if self._entry is None:
+            log = path.open("ab")
+            proc: _Process = subprocess.Popen(
+                argv,
+                env=self._env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+            self._members[slot] = _Member(slot, proc, log, time.monotonic())
+            return
+        process = self._ctx.Process(
+            target=_run_entry,
+            args=(self._entry, argv, self._env, str(path)),
+            name=f"chaos-worker-{slot}",
+            daemon=True,
         )
-        self._members[slot] = _Member(slot, proc, log, time.monotonic())
+        process.start()
+        self._members[slot] = _Member(slot, _Forked(process), None, time.monotonic())
+
+    def _collect(self, m: _Member, code: int) -> None:
+        if m.log is not None:
+            m.log.close()
+        self.exits[code] += 1
+        if code == 137:
+            self.crashes += 1
 
     def reap(self, *, restart: bool = True) -> int:
         """Collect every worker that has exited, count why, and (by default) start a
@@ -480,11 +568,9 @@ class WorkerFleet:
                 if code is None:
                     continue
                 died += 1
-                m.log.close()
-                self.exits[code] += 1
-                if code == 137:
-                    self.crashes += 1
+                self._collect(m, code)
                 del self._members[slot]
+                self._paused.discard(slot)
                 if restart:
                     self.restarts += 1
                     self._spawn(slot)
@@ -496,22 +582,18 @@ class WorkerFleet:
         with self._lock:
             members = list(self._members.values())
             for m in members:
-                if m.slot in self._paused:
-                    m.proc.send_signal(signal.SIGCONT)
                 if m.proc.poll() is None:
+                    if m.slot in self._paused:
+                        m.proc.send_signal(signal.SIGCONT)
                     m.proc.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + timeout
             for m in members:
                 try:
-                    m.proc.wait(max(0.0, deadline - time.monotonic()))
+                    code = m.proc.wait(max(0.0, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
-                    m.proc.kill()
-                    m.proc.wait()
-                code = m.proc.returncode
-                self.exits[code] += 1
-                if code == 137:
-                    self.crashes += 1
-                m.log.close()
+                    m.proc.send_signal(signal.SIGKILL)
+                    code = m.proc.wait()
+                self._collect(m, code)
             self._members.clear()
             self._paused.clear()
 
