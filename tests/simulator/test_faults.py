@@ -174,3 +174,14 @@ def test_set_faults_rejects_unknown_fields(fake: FakeDCImanager) -> None:
     with pytest.raises(ConfigError, match="colour"):
         fake.set_faults(colour="red")
     assert fake.faults == Faults()
+
+
+def test_route_filters_tell_assign_from_release(fake: FakeDCImanager, http: httpx.Client) -> None:
+    uid = fake.add_user("jane@example.com")
+    fake.set_faults(unavailable_rate=1.0, unavailable_routes={"servers.release_owner"})
+    ok(http.post("dci/v3/server/1/owner", json={"owner": uid}))
+    error_of(http.post("dci/v3/server/1/owner", json={"owner": None}), 503)
+    assert fake.state.servers[1].owner_id == uid
+    # 503 comes before body checks, as on a suspended service.
+    fake.set_faults(unavailable_routes=set())
+    error_of(http.post("dci/v3/server/1/owner", content=b"{bad"), 503)

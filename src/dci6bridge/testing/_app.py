@@ -73,6 +73,14 @@ _ADMIN_ONLY = frozenset(
 )
 _NO_SESSION = frozenset({"auth.login"})
 _CREATED = frozenset({"auth.login", "auth.create_token"})
+_OWNER = ROUTES["servers.set_owner"]
+_RELEASE = ROUTES["servers.release_owner"]
+#: Routes that share a method and path with another, and how the body picks one.
+_BY_BODY: Mapping[str, Callable[[Mapping[str, Any]], str]] = (
+    {_OWNER.name: lambda body: _RELEASE.name if body.get("owner", 0) is None else _OWNER.name}
+    if (_OWNER.method, _OWNER.path) == (_RELEASE.method, _RELEASE.path)
+    else {}
+)
 _INT_PARAMS = frozenset({"server_id", "switch_id", "port_id", "ip_id", "user_id"})
 
 
@@ -90,8 +98,15 @@ class App:
         self.world = world
         self.prefix = "/" + api_prefix.strip("/") if api_prefix.strip("/") else ""
         # Literal paths first, so ``server/configuration`` is not read as a server id.
+        # Routes sharing a method and path (assign and release owner) match as the
+        # first; :data:`_BY_BODY` then tells them apart by the body.
         routes = sorted(ROUTES.values(), key=lambda r: len(r.params))
-        self._routes = [(r, _compile(r)) for r in routes if r.name != "servers.release_owner"]
+        seen: set[tuple[str, str]] = set()
+        self._routes = []
+        for r in routes:
+            if (r.method, r.path) not in seen:
+                seen.add((r.method, r.path))
+                self._routes.append((r, _compile(r)))
         self._handlers: dict[str, Callable[[_Call], Any]] = {
             "auth.login": self._login,
             "auth.logout": self._logout,
@@ -102,7 +117,7 @@ class App:
             "servers.get": lambda c: world.get_server(_int(c, "server_id"), c.viewer),
             "servers.configurations": lambda c: world.configurations(c.query),
             "servers.set_owner": self._set_owner,
-            "servers.release_owner": self._set_owner,
+            "servers.release_owner": lambda c: world.set_owner(_int(c, "server_id"), None),
             "servers.install_os": self._install,
             "servers.power_on": lambda c: world.power(_int(c, "server_id"), "power_on", c.viewer),
             "servers.power_off": lambda c: world.power(_int(c, "server_id"), "power_off", c.viewer),
@@ -163,6 +178,14 @@ class App:
         route, raw_params = (None, {}) if rel_path is None else self.match(method, rel_path)
         name = route.name if route else "unknown"
         auth_service = rel_path is not None and rel_path.startswith("auth/")
+        data: Mapping[str, Any] | ApiError = {}
+        if route is not None:
+            try:
+                data = self._body(method, body, auth_service)
+            except ApiError as exc:
+                data = exc
+            if not isinstance(data, ApiError) and name in _BY_BODY:
+                name = _BY_BODY[name](data)
         with world.lock:
             world.settle()
             try:
@@ -173,9 +196,8 @@ class App:
                     raise dci_error(
                         404, Code.HANDLER_NOT_FOUND, f"request handler not found: {method} {shown}"
                     )
-                data = self._body(method, body, auth_service)
-                if name == "servers.set_owner" and data.get("owner", 0) is None:
-                    name = "servers.release_owner"
+                if isinstance(data, ApiError):
+                    raise data
                 token, user = (
                     (None, None) if name in _NO_SESSION else self._session(headers, auth_service)
                 )
@@ -293,14 +315,7 @@ class App:
         return {}
 
     def _set_owner(self, call: _Call) -> Any:
-        if "owner" not in call.body:
-            raise dci_error(
-                400, Code.BAD_VALUE, "invalid value of field 'owner': required", {"field": "owner"}
-            )
-        owner = call.body["owner"]
-        if owner is not None:
-            owner = req_int(call.body, "owner")
-        return self.world.set_owner(_int(call, "server_id"), owner)
+        return self.world.set_owner(_int(call, "server_id"), req_int(call.body, "owner"))
 
     def _install(self, call: _Call) -> Any:
         body = call.body
