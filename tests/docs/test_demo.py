@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from dci6bridge.cli import main
 from dci6bridge.cli._progress import LineProgress, LiveProgress, Row, make_progress
 
 PROVISIONING = [
@@ -99,11 +100,13 @@ def test_demo_keeps_a_given_store_and_numbers_on(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("orders", ["0", "-3", "many", "100000"])
-def test_demo_rejects_a_bad_order_count(orders: str, tmp_path: Path) -> None:
-    result = _demo("--orders", orders, cwd=tmp_path)
-    assert result.returncode == 2
-    assert "--orders" in result.stderr
-    assert "Traceback" not in result.stderr
+def test_demo_rejects_a_bad_order_count(orders: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--orders", orders])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --orders" in err
+    assert "Traceback" not in err
 
 
 def test_live_progress_redraws_in_place() -> None:
