@@ -211,7 +211,8 @@ class FakeDCImanager:
         return now
 
     def fail_next(self, count: int) -> None:
-        """Answer the next ``count`` requests with 503 ("service suspended")."""
+        """Answer the next ``count`` requests with 503 ("service suspended"); with
+        ``Faults.unavailable_routes`` set, only requests to those routes count."""
         if count < 0:
             raise ConfigError(f"count: must be >= 0, got {count!r}")
         with self._world.lock:
