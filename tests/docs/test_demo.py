@@ -4,6 +4,7 @@ progress display it uses on a terminal."""
 from __future__ import annotations
 
 import io
+import itertools
 import re
 import subprocess
 import sys
@@ -13,18 +14,17 @@ from pathlib import Path
 import pytest
 
 from dci6bridge.cli import main
-from dci6bridge.cli._progress import LineProgress, LiveProgress, Row, make_progress
+from dci6bridge.cli._progress import STEPS, LineProgress, LiveProgress, Row, make_progress
+from dci6bridge.provisioning.states import TRANSITIONS, ServiceState
 
-PROVISIONING = [
-    "pending",
-    "selecting_module",
-    "claiming_server",
-    "creating_user",
-    "assigning_owner",
-    "binding_ips",
-    "installing_os",
-    "active",
-]
+PROVISIONING = list(STEPS)
+
+
+def test_progress_steps_are_the_provisioning_path() -> None:
+    assert PROVISIONING[0] == "pending"
+    assert PROVISIONING[-1] == "active"
+    for before, after in itertools.pairwise(PROVISIONING):
+        assert ServiceState(after) in TRANSITIONS[ServiceState(before)]
 
 
 def _demo(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -13,20 +13,14 @@ from typing import Protocol, TextIO
 import attrs
 
 from dci6bridge.cli._common import format_duration
+from dci6bridge.provisioning.states import ServiceState
 
 __all__ = ["LineProgress", "LiveProgress", "Progress", "Row", "make_progress"]
 
-#: The provisioning path, for the bar. Other states show as a full bar plus their name.
-STEPS: tuple[str, ...] = (
-    "pending",
-    "selecting_module",
-    "claiming_server",
-    "creating_user",
-    "assigning_owner",
-    "binding_ips",
-    "installing_os",
-    "active",
-)
+#: The provisioning path, for the bar: ``ServiceState`` lists it first, in order, up to
+#: ``active``. Other states show as a full bar plus their name.
+_STATES = list(ServiceState)
+STEPS: tuple[str, ...] = tuple(s.value for s in _STATES[: _STATES.index(ServiceState.ACTIVE) + 1])
 _BAR = 16
 # Only these two escape sequences are used, so any VT100-compatible terminal works.
 _UP = "\x1b[{n}F"  # cursor to the start of the line n lines up
