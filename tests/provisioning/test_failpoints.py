@@ -167,6 +167,25 @@ def test_crash_anywhere_while_closing_converges(
     assert survivor.store.server_claims() == {}
 
 
+def test_close_after_a_crash_right_after_user_creation_deletes_the_user(
+    make_prov: Callable[..., Provisioner],
+    fake: FakeDCImanager,
+    new_order: NewOrder,
+    drive: Drive,
+) -> None:
+    doomed = make_prov(failpoints=Failpoints(["after:users.create=raise"]))
+    doomed.open(new_order())
+    with pytest.raises(FailpointCrash):
+        drive(doomed)
+    assert doomed.store.get("S1").user_id is None  # created, never recorded
+    doomed.close("S1")
+    fake.advance(61.0)
+    drive(make_prov())
+    assert doomed.get("S1").status is ServiceStatus.CLOSED
+    assert fake.state.users_by_email("jane@example.com") == ()
+    assert doomed.store.server_claims() == {}
+
+
 def test_unsafe_skip_readback_duplicates_what_read_back_prevents(
     make_prov: Callable[..., Provisioner],
     fake: FakeDCImanager,

@@ -336,7 +336,12 @@ def run_step(ctx: StepContext) -> Outcome:
     if row.desired == S.CLOSED.value and state not in (S.TERMINATING, S.CLOSED):
         if state is S.FAILED and row.failed_from == S.TERMINATING.value:
             return Idle()
-        return Advance(S.TERMINATING, detail={"reason": "close requested"})
+        came_from = row.failed_from if state is S.FAILED else row.state
+        return Advance(
+            S.TERMINATING,
+            patch={"data": {"closed_from": came_from}},
+            detail={"reason": "close requested"},
+        )
     step = _STEPS.get(state)
     if step is None:
         return Idle()
@@ -848,8 +853,10 @@ def _terminating(ctx: StepContext) -> Outcome:
         else:
             done["kept_claim"] = server_id
             done["owner"] = server.owner_email
-    if row.user_id is not None and row.module is not None:
-        done["user_deleted"] = _delete_user_if_unused(ctx, row.user_id)
+    came_from = row.data.get("closed_from")
+    touched_user = row.user_id is not None or came_from == S.CREATING_USER.value
+    if touched_user and row.module is not None:
+        done["user_deleted"] = _delete_user_if_unused(ctx)
     return Advance(
         S.CLOSED,
         detail=done,
@@ -857,29 +864,30 @@ def _terminating(ctx: StepContext) -> Outcome:
     )
 
 
-def _delete_user_if_unused(ctx: StepContext, user_id: int) -> bool:
-    """Delete the customer's user when it owns nothing and no other live service of
-    ours uses it (services of one customer share the user)."""
+def _delete_user_if_unused(ctx: StepContext) -> bool:
+    """Delete the customer's user when it owns nothing and no other live service of ours
+    is for the same customer (services of one customer share the user). Found by email,
+    so a user whose creation was never recorded (crash right after it) goes too."""
+    row = ctx.row
+    email = ctx.email
     for other in ctx.store.services():
         if (
-            other.service_id != ctx.service_id
-            and other.user_id == user_id
-            and other.module == ctx.row.module
-            and other.state not in (S.CLOSED.value,)
+            other.service_id != row.service_id
+            and other.state != S.CLOSED.value
+            and other.module == row.module
+            and str(other.spec.get("customer_email", "")).strip().lower() == email
         ):
             return False
     client = ctx.client()
-    users = {u.id: u for u in _find_users(ctx, ctx.email)}
-    user = users.get(user_id)
-    if user is None or user.server_count > 0:
-        return False
-    try:
-        ctx.call("users.delete", client.users.delete, user_id)
-    except NotFoundError:
-        return False
-    except ConflictError:
-        return False  # owns something after all
-    return True
+    deleted = False
+    for user in _find_users(ctx, email):
+        if user.server_count > 0:
+            continue
+        # gone already, or owns something after all: leave it
+        with contextlib.suppress(NotFoundError, ConflictError):
+            ctx.call("users.delete", client.users.delete, user.id)
+            deleted = True
+    return deleted
 
 
 _STEPS: Mapping[ServiceState, Callable[[StepContext], Outcome]] = {
