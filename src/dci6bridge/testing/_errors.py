@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ApiError", "Code", "auth_error", "dci_error"]
+__all__ = ["ApiError", "Code", "auth_error", "bad_value", "conflict", "dci_error", "not_found"]
 
 
 class Code:

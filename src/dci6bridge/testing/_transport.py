@@ -18,6 +18,8 @@ __all__ = ["FakeTransport"]
 class FakeTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
     """Answers httpx requests from the simulator, without sockets.
 
+    Get one from :attr:`FakeDCImanager.transport` rather than building it.
+
     Use it as ``httpx.Client(transport=t)`` or ``httpx.AsyncClient(transport=t)``. A
     "lost response" fault raises :class:`httpx.ReadTimeout` *after* the effect was
     applied. Latency is slept (with ``sleep`` / ``async_sleep``) only when
