@@ -145,3 +145,20 @@ def test_line_progress_prints_changes_only() -> None:
 def test_make_progress_follows_the_terminal() -> None:
     assert isinstance(make_progress(io.StringIO()), LineProgress)
     assert isinstance(make_progress(io.StringIO(), live=True), LiveProgress)
+
+
+def test_demo_into_a_closed_pipe_is_quiet(tmp_path: Path) -> None:
+    # `dci6bridge demo | head -1`
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dci6bridge", "demo", "--orders", "20"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().startswith("dci6bridge demo:")
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert err == ""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -59,18 +60,7 @@ _BAD_INPUT: tuple[type[BaseException], ...] = (
 
 
 def _command_modules() -> list[ModuleType]:
-    modules = []
-    for name in COMMAND_MODULES:
-        qualified = f"{__name__}.{name}"
-        try:
-            modules.append(importlib.import_module(qualified))
-        except ModuleNotFoundError as exc:
-            # Commands land one by one while the package is being built; a command
-            # module that is simply absent is left out (tests/docs pins the full set),
-            # but an import error *inside* a present module still surfaces.
-            if exc.name != qualified:
-                raise
-    return modules
+    return [importlib.import_module(f"{__name__}.{name}") for name in COMMAND_MODULES]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,6 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = bool(getattr(args, "debug", False))
     try:
         status: int = args.func(args)
+    except BrokenPipeError:
+        # `dci6bridge status | head`: the reader left, which is not worth a message;
+        # point stdout at /dev/null so the interpreter's final flush fails quietly too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         print("dci6bridge: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
