@@ -107,11 +107,12 @@ def _simulator(orders: int, seed: int) -> FakeDCImanager:
     from dci6bridge.testing import FakeDCImanager, ManualClock
 
     # Every configuration gets `orders` servers in each location, so any mix of orders
-    # finds free servers.
+    # finds free servers. Simulated time starts at the real time, so that the times a
+    # kept store (--store) records look like today's.
     return FakeDCImanager.with_inventory(
         locations=2,
         servers_per_location=3 * max(orders, 3),
-        clock=ManualClock(),
+        clock=ManualClock(start=time.time()),
         seed=seed,
         admin_email=ADMIN_EMAIL,
         admin_password=f"demo-{seed}-password",
@@ -255,16 +256,13 @@ def _detail(detail: Mapping[str, Any]) -> str:
     parts = []
     if detail.get("module"):
         parts.append(f"module {detail['module']}")
-    if detail.get("server_id") is not None and "user_id" not in detail:
-        parts.append(f"server {detail['server_id']}")
-    if detail.get("user_id") is not None:
-        made = "created" if detail.get("created") else "found"
-        user = f"user {detail['user_id']}"
-        parts.append(
-            f"{user} {made}"
-            if "created" in detail
-            else f"{user} owns server {detail.get('server_id')}"
-        )
+    user, server = detail.get("user_id"), detail.get("server_id")
+    if user is not None and "created" in detail:  # creating_user -> assigning_owner
+        parts.append(f"user {user} {'created' if detail['created'] else 'found'}")
+    elif user is not None and server is not None:  # assigning_owner -> next
+        parts.append(f"user {user} owns server {server}")
+    elif server is not None:
+        parts.append(f"server {server}")
     if detail.get("ip_addresses"):
         parts.append("IP " + ", ".join(detail["ip_addresses"]))
     if detail.get("ports"):
@@ -402,7 +400,7 @@ def run(args: argparse.Namespace) -> int:
                     print(f"dci6bridge: error: {exc}", file=sys.stderr)
                     return 1
                 services = [prov.get(o.service_id) for o in orders]
-                tasks = prov.tasks()
+                tasks = [t for t in prov.tasks() if t.service_id in demo.orders]
         finally:
             store.close()
     print()
