@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from dci6bridge.domain import Catalog, DataCenter, Order, ProcessingModule, Tariff
-from dci6bridge.provisioning import Event, Provisioner
+from dci6bridge.provisioning import Event, Provisioner, ServiceStatus
 from dci6bridge.provisioning._failpoints import Failpoints
+from dci6bridge.provisioning.steps import Advance, run_step
 from dci6bridge.stores import MemoryStore, SQLiteStore
 from dci6bridge.stores.base import StatusStore
 from dci6bridge.testing import FakeDCImanager
@@ -165,3 +166,31 @@ def catalog_for(fake: FakeDCImanager) -> Callable[..., Catalog]:
         return make_catalog(fake, **kwargs)
 
     return build
+
+
+@pytest.fixture
+def active(
+    prov: Provisioner, new_order: Callable[..., Order], drive: Callable[[Provisioner], int]
+) -> Provisioner:
+    """``prov`` with service ``S1`` (jane@example.com, tariff E3) provisioned: ACTIVE."""
+    prov.open(new_order())
+    drive(prov)
+    assert prov.get("S1").status is ServiceStatus.ACTIVE
+    return prov
+
+
+@pytest.fixture
+def step_until() -> Callable[[Provisioner, str], None]:
+    """``step_until(prov, state)``: run the next runnable service's steps under one lease
+    until it reaches ``state`` (each must advance), then release it."""
+
+    def run(prov: Provisioner, state: str) -> None:
+        lease = prov.store.acquire(prov.worker_id, 60.0, 1)[0]
+        ctx = prov._context(lease)
+        while ctx.row.state != state:
+            outcome = run_step(ctx)
+            assert isinstance(outcome, Advance), outcome
+            prov._transition(ctx, outcome)
+        prov.store.release(ctx.lease)
+
+    return run

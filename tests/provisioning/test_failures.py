@@ -30,17 +30,6 @@ def occupy(fake: FakeDCImanager, *, location: int | None = None, configuration: 
     return outsider
 
 
-def step_until(prov: Provisioner, state: str) -> None:
-    """Run one service's steps up to ``state`` under one lease, then release it."""
-    lease = prov.store.acquire(prov.worker_id, 60.0, 1)[0]
-    ctx = prov._context(lease)
-    while ctx.row.state != state:
-        outcome = run_step(ctx)
-        assert isinstance(outcome, Advance), outcome
-        prov._transition(ctx, outcome)
-    prov.store.release(ctx.lease)
-
-
 def test_no_free_server_fails_with_a_task_for_the_department(
     prov: Provisioner, fake: FakeDCImanager, new_order: NewOrder, drive: Drive, events: list[Event]
 ) -> None:
@@ -255,7 +244,11 @@ def test_lost_responses_are_read_back_not_reissued(
 
 
 def test_outsider_takes_the_reserved_server_so_another_is_claimed(
-    prov: Provisioner, fake: FakeDCImanager, new_order: NewOrder, drive: Drive
+    prov: Provisioner,
+    fake: FakeDCImanager,
+    new_order: NewOrder,
+    drive: Drive,
+    step_until: Callable[[Provisioner, str], None],
 ) -> None:
     prov.open(new_order())
     step_until(prov, "assigning_owner")

@@ -91,16 +91,6 @@ def test_tariff_without_ips_binds_none(
     ]
 
 
-@pytest.fixture
-def active(
-    prov: Provisioner, new_order: Callable[..., Order], drive: Callable[[Provisioner], int]
-) -> Provisioner:
-    prov.open(new_order())
-    drive(prov)
-    assert prov.get("S1").status is ServiceStatus.ACTIVE
-    return prov
-
-
 def test_suspend_turns_data_ports_off_only(
     active: Provisioner,
     fake: FakeDCImanager,
@@ -191,19 +181,11 @@ def test_close_of_a_half_provisioned_service_cleans_up(
     fake: FakeDCImanager,
     new_order: Callable[..., Order],
     drive: Callable[[Provisioner], int],
+    step_until: Callable[[Provisioner, str], None],
     stop_after: str,
 ) -> None:
     prov.open(new_order())
-    # step one transition at a time until the service reaches ``stop_after``
-    lease = prov.store.acquire(prov.worker_id, 60.0, 1)[0]
-    ctx = prov._context(lease)
-    from dci6bridge.provisioning.steps import Advance, run_step
-
-    while ctx.row.state != stop_after:
-        outcome = run_step(ctx)
-        assert isinstance(outcome, Advance), outcome
-        prov._transition(ctx, outcome)
-    prov.store.release(ctx.lease)
+    step_until(prov, stop_after)
     prov.close("S1")
     drive(prov)
     svc = prov.get("S1")

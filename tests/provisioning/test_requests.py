@@ -87,13 +87,6 @@ def test_unknown_service(prov: Provisioner) -> None:
         prov.history("nope")
 
 
-@pytest.fixture
-def active(prov: Provisioner, new_order: NewOrder, drive: Drive) -> Provisioner:
-    prov.open(new_order())
-    drive(prov)
-    return prov
-
-
 def test_duplicate_request_ids_apply_once(
     active: Provisioner, drive: Drive, fake: FakeDCImanager
 ) -> None:
