@@ -44,7 +44,12 @@ def test_status_classes(api: MockApi, make_client, status, cls) -> None:
 
 def test_dci_envelope_without_value(api: MockApi, make_client) -> None:
     """F7: ``value`` is optional."""
-    api.json("POST", "/api/dci/v3/server/5/power_on", {"error": {"code": 3001, "msg": "Unauthorized"}}, 403)
+    api.json(
+        "POST",
+        "/api/dci/v3/server/5/power_on",
+        {"error": {"code": 3001, "msg": "Unauthorized"}},
+        403,
+    )
     with pytest.raises(d.PermissionDeniedError) as info:
         make_client().servers.power_on(5)
     assert info.value.error_code == 3001
@@ -54,7 +59,12 @@ def test_dci_envelope_without_value(api: MockApi, make_client) -> None:
 
 def test_auth_envelope_with_field(api: MockApi, make_client) -> None:
     """F8: the auth service's ``{"error": "text", "code": n, "field": name}``."""
-    api.json("POST", "/api/auth/v4/public/token", {"error": "Invalid email", "code": 1, "field": "email"}, 400)
+    api.json(
+        "POST",
+        "/api/auth/v4/public/token",
+        {"error": "Invalid email", "code": 1, "field": "email"},
+        400,
+    )
     with pytest.raises(d.BadRequestError) as info:
         make_client().servers.get(5)
     exc = info.value
@@ -108,7 +118,13 @@ def test_error_code_as_string(api: MockApi, make_client) -> None:
 
 
 def test_secrets_masked_in_error_attributes(api: MockApi, make_client) -> None:
-    echo = {"error": {"code": 1, "msg": f"bad password {ADMIN_PASSWORD}", "value": {"p": ADMIN_PASSWORD}}}
+    echo = {
+        "error": {
+            "code": 1,
+            "msg": f"bad password {ADMIN_PASSWORD}",
+            "value": {"p": ADMIN_PASSWORD},
+        }
+    }
     api.json("POST", "/api/auth/v4/public/token", echo, 400)
     with pytest.raises(d.BadRequestError) as info:
         make_client().servers.get(5)
@@ -143,7 +159,10 @@ def test_transport_failures(api: MockApi, make_client, exc, cls) -> None:
         ({"name": "no id"}, "$.id"),
         ({"id": 5, "operation": {"id": "x"}}, "$.operation.id"),
         ({"id": 5, "ip": [{"id": 1}, {"id": None}]}, "$.ip[1].id"),
-        ({"id": 5, "switch_connection": [{"id": 1, "switch": 2}]}, "$.switch_connection[0].connection_id"),
+        (
+            {"id": 5, "switch_connection": [{"id": 1, "switch": 2}]},
+            "$.switch_connection[0].connection_id",
+        ),
     ],
 )
 def test_bad_2xx_body_names_field(api: MockApi, make_client, body, field) -> None:

@@ -1,12 +1,15 @@
-"""Lenient reading of the vendor's documented example payloads (F1–F8 of the reference,
+"""Lenient reading of the vendor's documented example payloads (F1-F8 of the reference,
 copied verbatim) and of the quirks the reference lists."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dci6bridge as d
 from dci6bridge.client._converter import make_converter, structure
@@ -77,7 +80,9 @@ def test_f2_server_list(api: MockApi, make_client) -> None:
     assert server.id == 0
     assert server.state == "suspending"
     assert server.configuration == "string"
-    assert server.operation == d.Operation(id=0, status="string", status_info={}, progress_info=({},))
+    assert server.operation == d.Operation(
+        id=0, status="string", status_info={}, progress_info=({},)
+    )
     assert not server.operation.is_terminal
     assert server.os_template is not None
     assert server.os_template.tags == ("string",)
@@ -113,7 +118,10 @@ def test_f4_users_roles_string(api: MockApi, make_client) -> None:
 def test_f5_create_user(api: MockApi, make_client) -> None:
     serve(api, "POST", "/api/dci/v3/user", F5_RESPONSE)
     user = make_client().users.create(
-        email="admin@example.com", password="pass", full_name="name", phone_number="phone",
+        email="admin@example.com",
+        password="pass",
+        full_name="name",
+        phone_number="phone",
         role="@level",
     )
     assert user.id == 0
@@ -203,3 +211,89 @@ def test_strict_converter_notices_unknown_fields() -> None:
     with pytest.raises(Exception, match="surprise"):
         strict.structure({"id": 1, "surprise": 2}, d.Location)
     assert strict.structure({"id": 1, "name": "A"}, d.Location) == d.Location(1, "A")
+
+
+# ---------------------------------------------------------------- fast path = cattrs path
+
+_any_value = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 5),
+    st.sampled_from(["", "ok", "up", "on", "x", "7", "[@user]"]),
+    st.just([]),
+    st.just({}),
+)
+
+
+def _shape(fields: dict[str, st.SearchStrategy[Any]]) -> st.SearchStrategy[dict[str, Any]]:
+    """Dicts where each field is absent, typical, or any odd value."""
+    return st.fixed_dictionaries(
+        {}, optional={k: st.one_of(v, _any_value) for k, v in fields.items()}
+    )
+
+
+_conn = _shape(
+    {
+        "id": st.integers(0, 9),
+        "switch": st.integers(0, 9),
+        "connection_id": st.integers(0, 9),
+        "admin_status": st.sampled_from(["up", "down", "weird"]),
+        "is_ipmi_connection": st.booleans(),
+        "switch_name": st.text(max_size=3),
+    }
+)
+_server = _shape(
+    {
+        "id": st.integers(0, 9),
+        "name": st.text(max_size=3),
+        "location_id": st.integers(0, 3),
+        "power_status": st.sampled_from(["on", "off", "unknown", "HALF"]),
+        "operation": _shape(
+            {
+                "id": st.integers(0, 9),
+                "status": st.sampled_from(["ok", "x"]),
+                "progress_info": st.lists(st.just({}), max_size=2),
+            }
+        ),
+        "os_template": _shape({"id": st.integers(0, 3), "tags": st.lists(st.text(max_size=2))}),
+        "ip": st.lists(_shape({"id": st.integers(0, 9), "name": st.text(max_size=3)}), max_size=2),
+        "switch_connection": st.lists(_conn, max_size=2),
+    }
+)
+
+
+def _outcome(fn: Any, data: Any, cls: type) -> Any:
+    try:
+        return ("ok", fn(data, cls))
+    except Exception:
+        return ("error", None)
+
+
+@settings(max_examples=400)
+@given(_server)
+def test_fast_path_agrees_with_cattrs(data: dict[str, Any]) -> None:
+    """The generated hot-path functions read exactly what plain cattrs hooks read."""
+    from dci6bridge.client._converter import CONVERTER
+
+    detailed = make_converter(detailed=True)
+    assert _outcome(CONVERTER.structure, data, d.Server) == _outcome(
+        detailed.structure, data, d.Server
+    )
+
+
+@settings(max_examples=200)
+@given(
+    _shape(
+        {
+            "id": st.integers(0, 9),
+            "email": st.text(max_size=3),
+            "roles": st.one_of(st.text(max_size=8), st.lists(st.text(max_size=3))),
+            "server_count": st.integers(0, 3),
+        }
+    )
+)
+def test_fast_path_agrees_for_users(data: dict[str, Any]) -> None:
+    from dci6bridge.client._converter import CONVERTER
+
+    detailed = make_converter(detailed=True)
+    assert _outcome(CONVERTER.structure, data, d.User) == _outcome(detailed.structure, data, d.User)

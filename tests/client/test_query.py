@@ -62,7 +62,7 @@ def test_conditions_have_no_truth_value() -> None:
     with pytest.raises(TypeError, match="truth value"):
         bool(Q("a") == 1)
     with pytest.raises(TypeError, match="truth value"):
-        (Q("a") == 1) and (Q("b") == 2)  # noqa: B015
+        (Q("a") == 1) and (Q("b") == 2)
 
 
 @pytest.mark.parametrize("name", ["", "1abc", "a b", "a;b", "a'", "a..b", 3])

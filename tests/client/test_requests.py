@@ -64,7 +64,13 @@ CASES: list[tuple[str, Callable[[Any], Any], str, str, Any]] = [
             "send_email_mode": "saas_only",
         },
     ),
-    ("servers.power_on", lambda c: c.servers.power_on(5), "POST", "/api/dci/v3/server/5/power_on", {}),
+    (
+        "servers.power_on",
+        lambda c: c.servers.power_on(5),
+        "POST",
+        "/api/dci/v3/server/5/power_on",
+        {},
+    ),
     (
         "servers.power_off",
         lambda c: c.servers.power_off(5),
@@ -142,7 +148,9 @@ def _check(api: MockApi, method: str, path: str, body: Any) -> None:
         assert json.loads(req.content) == body
 
 
-@pytest.mark.parametrize(("name", "call", "method", "path", "body"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("name", "call", "method", "path", "body"), CASES, ids=[c[0] for c in CASES]
+)
 def test_sync_request_shape(api: MockApi, make_client, name, call, method, path, body) -> None:
     assert ROUTES[name].method == method
     _reply_for(api, method, path)
@@ -150,7 +158,9 @@ def test_sync_request_shape(api: MockApi, make_client, name, call, method, path,
     _check(api, method, path, body)
 
 
-@pytest.mark.parametrize(("name", "call", "method", "path", "body"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("name", "call", "method", "path", "body"), CASES, ids=[c[0] for c in CASES]
+)
 def test_async_request_shape(api, make_async_client, name, call, method, path, body) -> None:
     _reply_for(api, method, path)
 
@@ -186,7 +196,9 @@ def test_list_query_encoding(api: MockApi, make_client) -> None:
     assert "orderby=name%20desc" in raw
     assert "limit=0,50" in raw
     params = dict(req.url.params)
-    assert params["where"] == "(owner_email IS null) AND is_new EQ false AND name EQ 'a+b ''c'' (d)'"
+    assert (
+        params["where"] == "(owner_email IS null) AND is_new EQ false AND name EQ 'a+b ''c'' (d)'"
+    )
 
 
 def test_list_defaults_to_stable_order(api: MockApi, make_client) -> None:
@@ -258,7 +270,10 @@ def test_user_agent_prefix(api: MockApi, make_client) -> None:
         (lambda c: c.servers.set_owner(5, True), "user_id: True"),
         (lambda c: c.servers.install_os(5, 3, password=""), "password"),
         (lambda c: c.servers.install_os(5, 3, password="x", ssh_keys="ssh-rsa A"), "ssh_keys"),
-        (lambda c: c.servers.install_os(5, 3, password="x", recipe_params=[("a",)]), "recipe_params"),
+        (
+            lambda c: c.servers.install_os(5, 3, password="x", recipe_params=[("a",)]),
+            "recipe_params",
+        ),
         (lambda c: c.ips.assign(5, count=0), "count: 0"),
         (lambda c: c.ips.assign(5, pool_ids=["x"]), r"pool_ids\[0\]: 'x'"),
         (lambda c: c.users.create(email="nope", password="x"), "email: 'nope'"),
@@ -292,7 +307,7 @@ def test_client_rejects_bad_configuration(kwargs, fragment) -> None:
 
 
 def test_bad_base_url() -> None:
-    with pytest.raises(d.ConfigError, match="base_url: 'dci.example.com'"):
+    with pytest.raises(d.ConfigError, match=r"base_url: 'dci\.example\.com'"):
         d.Client("dci.example.com", token="t")
 
 

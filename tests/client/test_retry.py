@@ -38,7 +38,9 @@ def test_503_retried_for_every_method(api: MockApi, make_client, clock, method, 
     assert len(clock.sleeps) == 3
 
 
-@pytest.mark.parametrize("exc", [httpx.ConnectError("x"), httpx.ConnectTimeout("x"), httpx.PoolTimeout("x")])
+@pytest.mark.parametrize(
+    "exc", [httpx.ConnectError("x"), httpx.ConnectTimeout("x"), httpx.PoolTimeout("x")]
+)
 @pytest.mark.parametrize(
     ("method", "path", "call"),
     [
@@ -47,7 +49,9 @@ def test_503_retried_for_every_method(api: MockApi, make_client, clock, method, 
         ("DELETE", "/api/dci/v3/user/3", lambda c: c.users.delete(3)),
     ],
 )
-def test_not_sent_failures_retried_for_every_method(api, make_client, exc, method, path, call) -> None:
+def test_not_sent_failures_retried_for_every_method(
+    api, make_client, exc, method, path, call
+) -> None:
     api.on(method, path, exc, exc, httpx.Response(200, json={"id": 5}))
     call(make_client())
     assert count(api, method, path) == 3

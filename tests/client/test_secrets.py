@@ -25,9 +25,20 @@ def assert_clean(text: str) -> None:
 
 def test_logs_over_login_401_and_retries(api: MockApi, make_client, caplog) -> None:
     caplog.set_level(logging.DEBUG)
-    api.on("GET", PATH, httpx.Response(401, json={"error": {"code": 3001, "msg": "expired"}}),
-           httpx.Response(503), httpx.ReadTimeout("slow"), httpx.Response(200, json={"id": 5}))
-    api.on("POST", "/api/dci/v3/server/5/reinstall", httpx.Response(503), httpx.Response(200, json={"id": 5, "task": 9}))
+    api.on(
+        "GET",
+        PATH,
+        httpx.Response(401, json={"error": {"code": 3001, "msg": "expired"}}),
+        httpx.Response(503),
+        httpx.ReadTimeout("slow"),
+        httpx.Response(200, json={"id": 5}),
+    )
+    api.on(
+        "POST",
+        "/api/dci/v3/server/5/reinstall",
+        httpx.Response(503),
+        httpx.Response(200, json={"id": 5, "task": 9}),
+    )
     client = make_client()
     client.servers.get(5)
     client.servers.install_os(5, 1, password=INSTALL_PASSWORD)
@@ -78,7 +89,9 @@ def test_exceptions_never_carry_secrets(api: MockApi, make_client) -> None:
 
 
 def test_login_failure_does_not_echo_password(api: MockApi, make_client) -> None:
-    api.on("POST", LOGIN_PATH, httpx.Response(400, json={"error": f"bad {ADMIN_PASSWORD}", "code": 1}))
+    api.on(
+        "POST", LOGIN_PATH, httpx.Response(400, json={"error": f"bad {ADMIN_PASSWORD}", "code": 1})
+    )
     with pytest.raises(d.BadRequestError) as info:
         make_client().whoami()
     assert_clean(str(info.value))
@@ -86,7 +99,11 @@ def test_login_failure_does_not_echo_password(api: MockApi, make_client) -> None
 
 
 def test_check_detail_is_clean(api: MockApi, make_client) -> None:
-    api.on("GET", "/api/auth/v4/whoami", httpx.Response(403, json={"error": {"code": 1, "msg": f"{ADMIN_PASSWORD}"}}))
+    api.on(
+        "GET",
+        "/api/auth/v4/whoami",
+        httpx.Response(403, json={"error": {"code": 1, "msg": f"{ADMIN_PASSWORD}"}}),
+    )
     check = make_client().check()
     assert not check.ok
     assert_clean(check.detail)

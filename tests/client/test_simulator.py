@@ -75,7 +75,9 @@ def test_provisioning_flow(dci: d.Client, fake: FakeDCImanager) -> None:
     assert owned.owner_email == "jane@example.com"
     template = dci.os_templates.list(location_id=1)[0]
     before = owned.operation.id if owned.operation else None
-    dci.servers.install_os(server.id, template.id, password="Root-pw-98765", ssh_keys=["ssh-ed25519 AAAA x"])
+    dci.servers.install_os(
+        server.id, template.id, password="Root-pw-98765", ssh_keys=["ssh-ed25519 AAAA x"]
+    )
     done = dci.servers.wait(server.id, poll_interval=60, after_operation_id=before)
     assert done.operation is not None
     assert done.operation.is_ok
@@ -103,7 +105,9 @@ def test_failed_install_raises(fake: FakeDCImanager) -> None:
         before = dci.servers.get(server_id).operation
         dci.servers.install_os(server_id, 1, password="Root-pw-98765")
         with pytest.raises(d.OperationFailedError) as info:
-            dci.servers.wait(server_id, poll_interval=60, after_operation_id=before.id if before else None)
+            dci.servers.wait(
+                server_id, poll_interval=60, after_operation_id=before.id if before else None
+            )
     assert info.value.server_id == server_id
 
 
@@ -114,7 +118,9 @@ def test_wait_timeout_with_simulated_time(fake: FakeDCImanager) -> None:
         before = dci.servers.get(2).operation
         dci.servers.install_os(2, 1, password="Root-pw-98765")
         with pytest.raises(d.OperationTimeoutError):
-            dci.servers.wait(2, timeout=120, poll_interval=30, after_operation_id=before.id if before else None)
+            dci.servers.wait(
+                2, timeout=120, poll_interval=30, after_operation_id=before.id if before else None
+            )
 
 
 def test_conflict_on_owned_server(dci: d.Client) -> None:

@@ -114,8 +114,12 @@ def test_ports_on_idempotent(api: MockApi, make_client) -> None:
 
 
 def test_async_ports_on(api: MockApi, make_async_client) -> None:
-    api.on("GET", PATH, server(conn(2, 12, "down"), conn(3, 13, "down")),
-           server(conn(2, 12, "up"), conn(3, 13, "up")))
+    api.on(
+        "GET",
+        PATH,
+        server(conn(2, 12, "down"), conn(3, 13, "down")),
+        server(conn(2, 12, "up"), conn(3, 13, "up")),
+    )
     api.json("POST", "/api/dci/v3/switch/2/port/12/on", {})
     api.json("POST", "/api/dci/v3/switch/2/port/13/on", {})
 

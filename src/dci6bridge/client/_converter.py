@@ -8,9 +8,10 @@ Reading is lenient, because DCImanager's payloads are only partly documented:
 * ``task`` may be a string or a number; it becomes a string;
 * ``null`` where a list is expected becomes ``()``, ``null`` for a text field ``""``.
 
-The hot path runs a converter with ``detailed_validation`` off and hooks generated once
-per class. Only when that fails does a second, detailed converter (same configuration)
-run over the payload to name the bad field via :func:`cattrs.transform_error`.
+The hot path runs hand-tuned structure functions generated once per model class
+(:mod:`._structgen`). Only when that fails does a detailed cattrs converter (same
+configuration) run over the payload to name the bad field via
+:func:`cattrs.transform_error`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from cattrs.gen import make_dict_structure_fn, override
 from dci6bridge.errors import ResponseValidationError
 
 from . import models
+from ._structgen import float_value, int_value, make_structure_fn
 
 __all__ = [
     "CONVERTER",
@@ -139,6 +141,8 @@ def make_converter(*, detailed: bool = False, forbid_extra_keys: bool = False) -
     """
     conv = cattrs.Converter(detailed_validation=detailed, forbid_extra_keys=forbid_extra_keys)
     conv.register_structure_hook(str, _text)
+    conv.register_structure_hook(int, lambda v, _t: int_value(v))
+    conv.register_structure_hook(float, lambda v, _t: float_value(v))
 
     def enum_factory(t: Any) -> Callable[[Any, Any], Any]:
         enum_cls = _is_enum_or_str(t)
@@ -169,13 +173,25 @@ def make_converter(*, detailed: bool = False, forbid_extra_keys: bool = False) -
     conv.register_structure_hook_factory(_is_homogeneous_tuple, tuple_factory)
 
     def attrs_factory(cls: type[Any]) -> Callable[[Mapping[str, Any], Any], Any]:
-        return make_dict_structure_fn(
+        overrides = _OVERRIDES.get(cls, {})
+        if not detailed and not forbid_extra_keys:
+            hooks = {name: ov.struct_hook for name, ov in overrides.items()}
+            return make_structure_fn(cls, conv, _text, hooks)
+        inner = make_dict_structure_fn(
             cls,
             conv,
             _cattrs_forbid_extra_keys=forbid_extra_keys,
             _cattrs_detailed_validation=detailed,
-            **_OVERRIDES.get(cls, {}),
+            **overrides,
         )
+
+        def objects_only(value: Any, t: Any) -> Any:
+            # cattrs would read "" or [] as an object with every field absent
+            if not isinstance(value, Mapping):
+                raise TypeError(f"expected a JSON object, got {type(value).__name__}")
+            return inner(value, t)
+
+        return objects_only
 
     conv.register_structure_hook_factory(attrs.has, attrs_factory)
     return conv
