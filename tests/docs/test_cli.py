@@ -195,6 +195,10 @@ def test_open_status_suspend_close_round_trip(
     table = capsys.readouterr().out
     assert table.splitlines()[0].split()[:2] == ["SERVICE", "STATUS"]
     assert "INV-1" in table
+    assert main(["status", "--only", "in_progress"]) == 0
+    assert "INV-1" in capsys.readouterr().out
+    assert main(["status", "--only", "active"]) == 0
+    assert capsys.readouterr().out.strip() == "no services with status active"
     assert main(["status", "INV-1", "--history", "--json"]) == 0
     assert '"service_id": "INV-1"' in capsys.readouterr().out
     assert main(["close", "INV-1"]) == 0

@@ -12,6 +12,9 @@ import argparse
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from dci6bridge.errors import ConfigError
+from dci6bridge.provisioning.states import ServiceStatus
+
 from ._common import (
     add_config_option,
     add_json_option,
@@ -72,6 +75,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     p.add_argument("service_id", nargs="?", metavar="SERVICE_ID", help="service to show")
     p.add_argument("--history", action="store_true", help="list the service's state changes")
+    p.add_argument(
+        "--only",
+        metavar="STATUS",
+        choices=[s.value for s in ServiceStatus],
+        help="without SERVICE_ID: only services with this status "
+        "(in_progress, active, suspended, closed, failed)",
+    )
     _common(p)
     p.set_defaults(func=run)
 
@@ -229,14 +239,16 @@ def run_status(args: argparse.Namespace) -> int:
     """``dci6bridge status``: one service (optionally with history), or all of them."""
     with provisioner_from_args(args) as prov:
         if args.service_id is None:
-            services = prov.services()
+            services = prov.services(args.only)
             if args.json:
                 print_json(services)
             elif services:
                 print(_service_table(services))
             else:
-                print("no services in the store")
+                print("no services" + (f" with status {args.only}" if args.only else ""))
             return 0
+        if args.only is not None:
+            raise ConfigError("--only: lists services; leave out SERVICE_ID")
         svc = prov.get(args.service_id)
         history = prov.history(args.service_id) if args.history else None
     if args.json:
@@ -266,8 +278,6 @@ def run_action(args: argparse.Namespace) -> int:
 
 def run_tasks(args: argparse.Namespace) -> int:
     """``dci6bridge tasks``: list department tasks, or resolve one."""
-    from dci6bridge.errors import ConfigError
-
     if args.resolve is not None and not args.note:
         raise ConfigError("--note: required with --resolve (say what was done)")
     if args.note and args.resolve is None:
