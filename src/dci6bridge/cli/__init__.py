@@ -24,7 +24,6 @@ from dci6bridge.errors import (
     ConfigError,
     Dci6BridgeError,
     InvalidRequest,
-    SelectionError,
     ServiceNotFound,
     SpecMismatch,
 )
@@ -41,7 +40,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "simulator",
 )
 
-EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -49,7 +47,6 @@ EXIT_INTERRUPTED = 130
 # Failures caused by what the user typed or configured, rather than by the world.
 _BAD_INPUT: tuple[type[BaseException], ...] = (
     ConfigError,
-    SelectionError,
     ServiceNotFound,
     SpecMismatch,
     InvalidRequest,
