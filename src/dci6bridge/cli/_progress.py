@@ -6,6 +6,7 @@ Both take the same snapshots, so a command does not care where its output goes.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Sequence
 from typing import Protocol, TextIO
@@ -83,10 +84,12 @@ class LiveProgress:
         self._drawn = 0
 
     def _draw(self, lines: Sequence[str]) -> None:
+        # a wrapped line would throw off the count of lines to move back up
+        width = max(shutil.get_terminal_size((100, 24)).columns - 1, 20)
         if self._drawn:
             self._out.write(_UP.format(n=self._drawn))
         for line in lines:
-            self._out.write(f"{_CLEAR}{line}\n")
+            self._out.write(f"{_CLEAR}{line[:width]}\n")
         # a shorter picture must not leave old lines below it
         for _ in range(self._drawn - len(lines)):
             self._out.write(f"{_CLEAR}\n")
