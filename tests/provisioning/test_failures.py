@@ -316,3 +316,30 @@ def test_state_names_in_history_follow_the_table(
     drive(prov)
     for h in prov.history("S1"):
         assert ServiceState(h.to_state) in TRANSITIONS[ServiceState(h.from_state)]
+
+
+def test_claim_reads_past_servers_reserved_by_others(
+    prov: Provisioner,
+    fake: FakeDCImanager,
+    new_order: NewOrder,
+    drive: Drive,
+    step_until: Callable[[Provisioner, str], None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dci6bridge.provisioning import steps
+
+    monkeypatch.setattr(steps, "CLAIM_PAGE", 1)
+    prov.open(new_order("S1"))
+    step_until(prov, "creating_user")  # S1 holds the first free server, not assigned yet
+    first = prov.store.get("S1").server_id
+    [held] = prov.store.acquire("blocker", 600.0, 1)  # keep S1 where it is
+    assert held.service_id == "S1"
+    prov.open(new_order("S2", email="bob@example.com"))
+    step_until(prov, "creating_user")
+    second = prov.store.get("S2").server_id
+    assert second is not None
+    assert second != first
+    assert fake.state.servers[first].owner_email is None  # still free remotely
+    prov.store.release(held)
+    drive(prov)
+    assert {s.status for s in prov.services()} == {ServiceStatus.ACTIVE}

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from dci6bridge.client import RetryPolicy
 from dci6bridge.domain import Catalog, Order, ProcessingModule
 from dci6bridge.errors import (
     APIStatusError,
@@ -230,7 +231,17 @@ class Provisioner:
         from dci6bridge.connect import client_for
 
         sleep: Any = self._sleep
-        return client_for(module, transport=self._transport, clock=self._clock, sleep=sleep)
+        # A call (with its own retries) must end well inside the lease it runs under, so a
+        # slow DCImanager cannot make a worker act after its lease has passed to another.
+        budget = self.settings.lease_ttl / 3
+        return client_for(
+            module,
+            transport=self._transport,
+            clock=self._clock,
+            sleep=sleep,
+            retry=RetryPolicy(deadline=min(60.0, budget)),
+            timeout=min(30.0, budget),
+        )
 
     def _template_id(self, module: ProcessingModule, name: str) -> int:
         location = module.data_center.location_id

@@ -12,6 +12,7 @@ the provisioner backs off and counts the attempt.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -67,6 +68,8 @@ USER_MARKER = "[dci6bridge]"
 #: Free servers read per claim attempt (one page); candidates are tried in random order
 #: so that concurrent workers rarely race for the same server.
 CLAIM_PAGE = 10
+#: Pages read at most per claim attempt when every server listed is reserved already.
+MAX_CLAIM_PAGES = 20
 
 
 class NotYet(Dci6BridgeError):
@@ -460,34 +463,33 @@ def _claiming_server(ctx: StepContext) -> Outcome:
     location = module.data_center.location_id
     where = Q.free() & (Q("configuration") == cfg) & (Q("location_id") == location)
     client = ctx.client()
+    pages = client.servers.list(where=where, page_size=CLAIM_PAGE)
 
-    def first_page() -> list[Server]:
-        return list(client.servers.list(where=where, page_size=CLAIM_PAGE, limit=CLAIM_PAGE))
+    def next_page() -> list[Server]:
+        return list(itertools.islice(pages, CLAIM_PAGE))
 
-    listed = ctx.call("servers.list", first_page)
-    # the remote filter covers owner and is_new only; check the rest of the rules here
-    candidates = [
-        s for s in listed if s.is_free and s.configuration == cfg and s.location_id == location
-    ]
-    ctx.rng.shuffle(candidates)
-    for server in candidates:
-        try:
-            ok = ctx.reserve(server.id)
-        except StaleState:
-            # a crashed attempt reserved a server but never recorded it: nothing remote
-            # was done with it, so let it go and reserve afresh
-            for sid, holder in ctx.store.server_claims().items():
-                if holder == ctx.service_id and sid != server.id:
-                    ctx.release_server(sid)
-            ok = ctx.reserve(server.id)
-        if ok:
-            ctx.seen[server.id] = server
-            return Advance(
-                S.CREATING_USER,
-                patch={"server_id": server.id},
-                detail={"server_id": server.id},
-            )
-    if not candidates:
+    seen_any = False
+    for _ in range(MAX_CLAIM_PAGES):
+        listed = ctx.call("servers.list", next_page)
+        # the remote filter covers owner and is_new only; check the rest of the rules here
+        candidates = [
+            s for s in listed if s.is_free and s.configuration == cfg and s.location_id == location
+        ]
+        seen_any = seen_any or bool(candidates)
+        ctx.rng.shuffle(candidates)
+        for server in candidates:
+            if _reserve(ctx, server.id):
+                ctx.seen[server.id] = server
+                return Advance(
+                    S.CREATING_USER,
+                    patch={"server_id": server.id},
+                    detail={"server_id": server.id},
+                )
+        if len(listed) < CLAIM_PAGE:
+            break
+        # every server of this page is reserved by another service (in flight, or a
+        # closed or failed one the reconciler has not swept yet): read on
+    if not seen_any:
         # the free count covers the whole DCImanager, not this module's location: select
         # again without this module (bounded by the number of modules)
         exhausted = [*(ctx.data.get("exhausted_modules") or ()), module.name]
@@ -497,6 +499,18 @@ def _claiming_server(ctx: StepContext) -> Outcome:
             detail={"module": module.name, "reason": "no free server in its location"},
         )
     raise NotYet(f"every free server of configuration {cfg!r} is reserved by other services")
+
+
+def _reserve(ctx: StepContext, server_id: int) -> bool:
+    try:
+        return ctx.reserve(server_id)
+    except StaleState:
+        # a crashed attempt reserved a server but never recorded it: nothing remote was
+        # done with it, so let it go and reserve afresh
+        for sid, holder in ctx.store.server_claims().items():
+            if holder == ctx.service_id and sid != server_id:
+                ctx.release_server(sid)
+        return ctx.reserve(server_id)
 
 
 def _find_users(ctx: StepContext, email: str) -> list[User]:
