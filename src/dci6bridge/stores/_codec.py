@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dci6bridge._validate import show
@@ -27,6 +27,7 @@ __all__ = [
     "outbox_from_row",
     "service_from_row",
     "service_to_row",
+    "service_update_values",
     "task_from_row",
     "transition_from_row",
 ]
@@ -160,6 +161,14 @@ def service_to_row(service: StoredService) -> dict[str, Any]:
         "created_at": service.created_at,
         "updated_at": service.updated_at,
     }
+
+
+def service_update_values(service: StoredService, columns: Sequence[str]) -> list[Any]:
+    """The values of ``columns`` of a record, ``data`` as JSON (for an UPDATE)."""
+    return [
+        canonical_json(service.data, field="data") if c == "data_json" else getattr(service, c)
+        for c in columns
+    ]
 
 
 def transition_from_row(row: Mapping[str, Any]) -> Transition:

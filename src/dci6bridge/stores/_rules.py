@@ -9,6 +9,7 @@ which the shared contract suite checks.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -94,9 +95,10 @@ def _check_column(key: str, value: Any) -> Any:
         return value
     if key == "not_before":
         return check_number(value, field)
-    # "data": validated as JSON here so a bad value fails before anything is written
-    check_mapping(value, field=field)
-    return dict(value)
+    # "data": validated as JSON here so a bad value fails before anything is written, and
+    # kept as JSON gives it back (tuples become lists) so every backend returns the same.
+    loaded: dict[str, Any] = json.loads(check_mapping(value, field=field))
+    return loaded
 
 
 def check_patch(patch: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -230,10 +232,12 @@ def fence(
     return service
 
 
-def apply_patch(service: StoredService, patch: Mapping[str, Any], now: float) -> StoredService:
+def apply_patch(
+    service: StoredService, patch: Mapping[str, Any], now: float, **also: Any
+) -> StoredService:
     """``service`` with a checked patch applied: ``data`` merged key by key (``None``
-    deletes), other columns replaced, ``updated_at`` set."""
-    changes = dict(patch)
+    deletes), other columns replaced, ``updated_at`` set, plus the columns in ``also``."""
+    changes = {**patch, **also}
     if "data" in changes:
         merged = dict(service.data)
         for key, value in changes["data"].items():
@@ -250,8 +254,7 @@ def transitioned(
 ) -> StoredService:
     """The row after a transition: next version, ``attempts`` reset unless patched."""
     changes = {"attempts": 0, **patch}
-    moved = apply_patch(service, changes, now)
-    return attrs.evolve(moved, state=new_state, version=service.version + 1)
+    return apply_patch(service, changes, now, state=new_state, version=service.version + 1)
 
 
 def check_server_id(server_id: Any) -> int:

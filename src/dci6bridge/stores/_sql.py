@@ -24,6 +24,7 @@ from ._codec import (
     outbox_from_row,
     service_from_row,
     service_to_row,
+    service_update_values,
     task_from_row,
     transition_from_row,
 )
@@ -107,12 +108,13 @@ class SqlStore:
         return service_from_row(rows[0]) if rows else None
 
     def _update(self, tx: Tx, service: StoredService) -> StoredService:
-        row = service_to_row(service)
+        # ``service`` came from a row read in this transaction plus a checked patch (JSON
+        # round-tripped), so it already equals what a re-read would return.
         tx.execute(
             f"UPDATE {self._p}services SET {_UPDATE_SET} WHERE service_id = ?",
-            [row[c] for c in _UPDATE_COLUMNS] + [service.service_id],
+            [*service_update_values(service, _UPDATE_COLUMNS), service.service_id],
         )
-        return service_from_row(row)
+        return service
 
     def _fenced(
         self,
