@@ -500,7 +500,7 @@ class Provisioner:
         wait = advance or self._sleep
         total = 0
         for _ in range(max_ticks):
-            worked = self.tick(max_services=16)
+            worked = self.tick(max_services=64)
             total += worked
             if worked:
                 continue
