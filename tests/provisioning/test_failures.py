@@ -279,6 +279,35 @@ def test_server_taken_twice_becomes_a_task(
     assert (task.kind, task.department) == ("server_taken", "AMS support")
     assert prov.store.server_claims() == {}
     assert not fake.state.servers_of("jane@example.com")
+    # the failed service forgets the server (someone else's now); a retry claims afresh
+    row = prov.store.get("S1")
+    assert row.server_id is None
+    assert row.failed_from == "claiming_server"
+    fake.set_faults(outsider_rate=0.0)
+    prov.retry("S1")
+    drive(prov)
+    assert prov.get("S1").status is ServiceStatus.ACTIVE
+
+
+def test_user_deleted_before_the_assignment_is_created_again(
+    prov: Provisioner,
+    fake: FakeDCImanager,
+    new_order: NewOrder,
+    drive: Drive,
+    step_until: Callable[[Provisioner, str], None],
+) -> None:
+    prov.open(new_order())
+    step_until(prov, "assigning_owner")
+    first = prov.store.get("S1").user_id
+    assert first is not None
+    prov.client("dci-ams").users.delete(first)  # e.g. a sibling service closed meanwhile
+    drive(prov)
+    svc = prov.get("S1")
+    assert svc.status is ServiceStatus.ACTIVE
+    assert svc.user_id != first
+    assert [u.id for u in fake.state.users_by_email("jane@example.com")] == [svc.user_id]
+    back = [h for h in prov.history("S1") if h.from_state == "assigning_owner"]
+    assert back[0].to_state == "creating_user"
 
 
 def test_stale_lease_holder_is_fenced_out(

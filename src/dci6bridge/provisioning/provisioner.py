@@ -590,7 +590,13 @@ class Provisioner:
                     self._release(ctx, not_before=ctx.now() + max(0.0, outcome.delay))
                     return
                 if isinstance(outcome, Fail):
-                    outcome = self._failure(ctx, outcome.kind, outcome.reason)
+                    outcome = self._failure(
+                        ctx,
+                        outcome.kind,
+                        outcome.reason,
+                        patch=outcome.patch,
+                        resume_at=outcome.resume_at,
+                    )
                 self._transition(ctx, outcome)
             # bounded: put it back in the queue for the next tick
             if not ctx.row.runnable:
@@ -656,13 +662,26 @@ class Provisioner:
             modules = self.catalog.modules
             return modules[0].department if modules else _FALLBACK_DEPARTMENT
 
-    def _failure(self, ctx: StepContext, kind: str, reason: str) -> Advance:
+    def _failure(
+        self,
+        ctx: StepContext,
+        kind: str,
+        reason: str,
+        *,
+        patch: Mapping[str, Any] | None = None,
+        resume_at: ServiceState | None = None,
+    ) -> Advance:
         row = ctx.row
         department = self.department_of(row)
         log.warning("service %s: failed in %s: %s: %s", row.service_id, row.state, kind, reason)
+        failed_from = resume_at.value if resume_at is not None else row.state
         return Advance(
             S.FAILED,
-            patch={"failed_from": row.state, "last_error": f"{kind}: {reason}"[:1000]},
+            patch={
+                **(patch or {}),
+                "failed_from": failed_from,
+                "last_error": f"{kind}: {reason}"[:1000],
+            },
             detail={"kind": kind, "reason": reason[:500], "department": department},
             events=[
                 event(

@@ -25,6 +25,7 @@ from dci6bridge.client.query import Q
 from dci6bridge.domain import Catalog, Order, ProcessingModule, Tariff
 from dci6bridge.errors import (
     APIConnectionError,
+    BadRequestError,
     ConfigError,
     ConflictError,
     Dci6BridgeError,
@@ -112,10 +113,15 @@ class Wait:
 
 @attrs.frozen
 class Fail:
-    """A permanent failure: the service goes to ``failed`` with a department task."""
+    """A permanent failure: the service goes to ``failed`` with a department task.
+
+    ``patch`` is written with it; ``resume_at`` (default: the failing state) is where an
+    operator's retry resumes."""
 
     kind: str
     reason: str
+    patch: Mapping[str, Any] = attrs.field(factory=dict)
+    resume_at: ServiceState | None = None
 
 
 @attrs.frozen
@@ -559,10 +565,13 @@ def _taken(ctx: StepContext, server_id: int, owner: str | None) -> Outcome:
     ctx.release_server(server_id)
     taken = int(ctx.data.get("taken") or 0) + 1
     if taken >= 2:
+        # the server is someone else's: forget it, a retry claims another one
         return Fail(
             "server_taken",
             f"server {server_id} was taken by someone else ({owner or 'unknown'}) "
             "after it was reserved, for the second time",
+            patch={"server_id": None, "data": {"taken": None}},
+            resume_at=S.CLAIMING_SERVER,
         )
     return Advance(
         S.CLAIMING_SERVER,
@@ -597,8 +606,11 @@ def _assigning_owner(ctx: StepContext) -> Outcome:
             ctx.call("servers.set_owner", client.servers.set_owner, server_id, user_id)
         except ConflictError:
             return _taken(ctx, server_id, None)
-        except NotFoundError:
-            # our user was deleted meanwhile (a sibling service of the customer closed)
+        except (NotFoundError, BadRequestError):
+            # our user may have been deleted meanwhile (a sibling service of the same
+            # customer closed): then create or find it again; anything else is for a person
+            if any(u.id == user_id for u in _find_users(ctx, ctx.email)):
+                raise
             return Advance(
                 S.CREATING_USER,
                 patch={"user_id": None},
@@ -635,7 +647,7 @@ def _binding_ips(ctx: StepContext) -> Outcome:
     return Advance(S.INSTALLING_OS, detail={"bound": max(missing, 0), "already": have})
 
 
-def _start_install(ctx: StepContext, *, reinstall: bool) -> Outcome | None:
+def _start_install(ctx: StepContext) -> Outcome | None:
     """Adopt an install started since the intent was recorded, or start one.
 
     Returns an outcome when the step is over, ``None`` when an install is known to be
@@ -692,7 +704,7 @@ def _installing_os(ctx: StepContext) -> Outcome:
     server_id = row.server_id
     assert server_id is not None
     if row.op_id is None and not row.data.get("install_issued_at"):
-        done = _start_install(ctx, reinstall=False)
+        done = _start_install(ctx)
         if done is not None:
             return done
         return Wait(ctx.settings.poll_interval, "install started")
@@ -716,7 +728,7 @@ def _poll_install(ctx: StepContext) -> Outcome:
                 ctx.checkpoint("op_id", {"op_id": current})
         else:
             # the install call never took effect (lost before DCImanager acted): start again
-            done = _start_install(ctx, reinstall=False)
+            done = _start_install(ctx)
             if done is not None:
                 return done
             return Wait(ctx.settings.poll_interval, "install started")
@@ -785,7 +797,7 @@ def _reinstalling(ctx: StepContext) -> Outcome:
     if row.data.get("install_issued_at") is not None and row.op_id is None:
         # the reinstall call went out; poll decides (adopt, or start when it never acted)
         return Advance(S.INSTALLING_OS, detail={"reinstall": True})
-    done = _start_install(ctx, reinstall=True)
+    done = _start_install(ctx)
     if done is not None:
         return done
     return Advance(S.INSTALLING_OS, detail={"reinstall": True, "op_id": ctx.row.op_id})
