@@ -98,7 +98,8 @@ class Lease:
     """A worker's exclusive, time-limited right to move one service.
 
     ``epoch`` is the fencing token: it grows on every acquire, and every fenced write
-    presents it. ``service`` is the row as it was when the lease was taken.
+    presents it. ``service`` is the row as it was when the lease was taken (or last
+    renewed: :meth:`StatusStore.renew` returns the current row).
     """
 
     service_id: str
@@ -216,7 +217,8 @@ class StatusStore(Protocol):
         ``decide(service)``, which returns a patch of :data:`PATCHABLE` columns or raises
         (e.g. :class:`~dci6bridge.errors.InvalidRequest`; then nothing is written), apply
         the patch and record the request. Unfenced: billing holds no lease. Raises
-        :class:`~dci6bridge.errors.ServiceNotFound`."""
+        :class:`~dci6bridge.errors.ServiceNotFound`. ``decide`` runs inside the store's
+        transaction and must not call the store."""
         ...
 
     # ------------------------------------------------------------------ leases
