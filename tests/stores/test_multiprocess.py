@@ -199,3 +199,22 @@ def test_postgres_concurrent_acquire_never_double_claims(pg_store_url: str) -> N
     assert {epoch for out in outputs for _, epoch in out["got"]} == {1}
     assert all(out["got"] for out in outputs), "every process got work: claims ran concurrently"
     store.close()
+
+
+def test_a_store_sent_to_a_spawned_process_reopens_the_same_database(shared_url: str) -> None:
+    import multiprocessing
+
+    store = _open(shared_url)
+    _seed(store, 2)
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        # The child unpickles the store (path or URL plus options), never a connection.
+        seen = pool.apply(type(store).get, (store, "svc-0001"))
+        created = pool.apply(
+            type(store).create_service,
+            (store, "from-child", {"n": 9}),
+            {"state": "s0", "desired": "active"},
+        )
+    assert seen == store.get("svc-0001")
+    assert created[1] is True
+    assert store.get("from-child") == created[0]
+    store.close()

@@ -145,3 +145,27 @@ def test_a_database_on_a_network_filesystem_is_warned_about(
     with caplog.at_level(logging.WARNING, logger="dci6bridge.stores"):
         SQLiteStore(tmp_path / "s.db").close()
     assert "nfs4 network filesystem" in caplog.text
+
+
+def test_a_closed_store_fails_in_every_thread(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    errors: list[BaseException] = []
+    ready, closed = threading.Event(), threading.Event()
+
+    def other_thread() -> None:
+        store.get("x")  # opens this thread's connection
+        ready.set()
+        closed.wait(timeout=10)
+        try:
+            store.get("x")
+        except StoreError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    ready.wait(timeout=10)
+    store.close()
+    closed.set()
+    thread.join()
+    assert len(errors) == 1
+    assert "closed" in str(errors[0])

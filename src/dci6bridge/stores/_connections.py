@@ -36,12 +36,12 @@ class PerThread(Generic[C]):
 
     def get(self) -> C:
         """This thread's connection, opened now if it has none."""
+        if self._closed:
+            raise StoreError(f"{self._name} is closed")
         pid = os.getpid()
         conn: C | None = getattr(self._local, "conn", None)
         if conn is not None and getattr(self._local, "pid", None) == pid:
             return conn
-        if self._closed:
-            raise StoreError(f"{self._name} is closed")
         self._prune(pid)
         conn = self._open()
         self._local.conn, self._local.pid = conn, pid

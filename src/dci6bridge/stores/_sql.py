@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from dci6bridge.errors import ServiceNotFound, SpecMismatch, StaleState
+from dci6bridge.errors import ServiceNotFound, SpecMismatch, StaleState, StoreError
 
 from . import _rules as rules
 from ._codec import (
@@ -62,6 +62,7 @@ class SqlStore:
         self._p = prefix
         self._writes = 0
         self._writes_lock = threading.Lock()
+        self._reopen_with: tuple[tuple[Any, ...], dict[str, Any]] = ((), {})
 
     # ------------------------------------------------------------------ backend hooks
     _lock_row = ""  # appended to the SELECT that locks a service row
@@ -87,6 +88,15 @@ class SqlStore:
         ``assign`` (a SET list) to them and return them updated. Rows another transaction
         holds are skipped, never waited for."""
         raise NotImplementedError
+
+    def _remember_arguments(self, *args: Any, **kwargs: Any) -> None:
+        self._reopen_with = (args, kwargs)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A store sent to another process (multiprocessing "spawn") reopens the same
+        # database there with the same options; connections never travel.
+        args, kwargs = self._reopen_with
+        return (_reopen, (type(self), args, kwargs))
 
     def _counted(self, changed: bool) -> None:
         if changed:
@@ -137,18 +147,22 @@ class SqlStore:
         return service, now
 
     def _open_task(self, tx: Tx, service_id: str, task: NewTask, now: float) -> dict[str, Any]:
-        rows = tx.execute(
-            f"INSERT INTO {self._p}tasks (department, service_id, kind, reason, created_at) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING *",
-            (task.department, service_id, task.kind, task.reason, now),
-        )
-        if rows:
-            return rows[0]
-        return tx.execute(
-            f"SELECT * FROM {self._p}tasks WHERE service_id = ? AND kind = ? "
-            "AND resolved_at IS NULL",
-            (service_id, task.kind),
-        )[0]
+        # The insert does nothing while a task of this service and kind is open. Under READ
+        # COMMITTED that open task may be resolved before we read it: then insert again.
+        for _ in range(3):
+            rows = tx.execute(
+                f"INSERT INTO {self._p}tasks (department, service_id, kind, reason, created_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING *",
+                (task.department, service_id, task.kind, task.reason, now),
+            )
+            rows = rows or tx.execute(
+                f"SELECT * FROM {self._p}tasks WHERE service_id = ? AND kind = ? "
+                "AND resolved_at IS NULL",
+                (service_id, task.kind),
+            )
+            if rows:
+                return rows[0]
+        raise StoreError(f"could not open a {task.kind!r} task for service {service_id!r}")
 
     # ------------------------------------------------------------------ inbound
     def create_service(
@@ -507,6 +521,10 @@ class SqlStore:
                 (name, worker_id, now + ttl, now, worker_id),
             )
         return bool(rows)
+
+
+def _reopen(cls: type[SqlStore], args: tuple[Any, ...], kwargs: dict[str, Any]) -> SqlStore:
+    return cls(*args, **kwargs)
 
 
 def _chunks(values: list[int], size: int) -> Iterator[list[int]]:

@@ -110,6 +110,13 @@ class PostgresStore(SqlStore):
             )
         self._psycopg = _psycopg()
         super().__init__(unsafe_disable_fencing=unsafe_disable_fencing, prefix=f'"{schema}".')
+        self._remember_arguments(
+            dsn,
+            schema=schema,
+            clock=clock,
+            connect_timeout_s=connect_timeout_s,
+            unsafe_disable_fencing=unsafe_disable_fencing,
+        )
         self._dsn = dsn
         self._where = redact_url(dsn)
         self._schema = schema

@@ -130,6 +130,13 @@ class SQLiteStore(SqlStore):
         self._path = os.path.abspath(raw)
         if not Path(self._path).parent.is_dir():
             raise ConfigError(f"path: the directory of {self._path!r} does not exist")
+        self._remember_arguments(
+            self._path,
+            clock=clock,
+            synchronous=mode,
+            busy_timeout_s=busy,
+            unsafe_disable_fencing=unsafe_disable_fencing,
+        )
         self._clock = clock
         self._synchronous = mode
         self._busy_ms = int(busy * 1000)
