@@ -3,7 +3,7 @@
 Every write runs as one transaction that first locks the service row (SQLite: the whole
 database through ``BEGIN IMMEDIATE``; PostgreSQL: ``SELECT … FOR UPDATE``), then applies
 the shared rules of :mod:`dci6bridge.stores._rules` and writes the result. A backend only
-supplies the transaction, its placeholders and the queue claim (:meth:`SqlStore._claim`).
+supplies the transaction, its placeholders and the queue claim (:meth:`SqlStore._claim_sql`).
 SQL here uses ``?`` placeholders and the table prefix ``self._p``.
 """
 
@@ -30,7 +30,7 @@ from ._codec import (
 )
 from .base import DepartmentTask, Lease, NewOutbox, NewTask, OutboxMsg, StoredService, Transition
 
-__all__ = ["SqlStore", "Tx"]
+__all__ = ["Claim", "SqlStore", "Tx"]
 
 _INSERT_COLUMNS = ", ".join(SERVICE_COLUMNS)
 _INSERT_MARKS = ", ".join("?" for _ in SERVICE_COLUMNS)
@@ -54,6 +54,22 @@ class Tx(Protocol):
         ...
 
 
+@attrs.frozen
+class Claim:
+    """Lock up to ``limit`` rows of ``table`` matching ``where`` in ``order``, apply
+    ``assign`` (a SET list) to them and return them updated. Rows another transaction
+    holds are skipped, never waited for."""
+
+    table: str
+    key: str
+    assign: str
+    assign_params: Sequence[Any]
+    where: str
+    where_params: Sequence[Any]
+    order: str
+    limit: int
+
+
 class SqlStore:
     """Everything a SQL status store does, over a backend's transactions."""
 
@@ -71,23 +87,13 @@ class SqlStore:
     def _transaction(self, *, write: bool, count: bool = True) -> AbstractContextManager[Tx]:
         raise NotImplementedError
 
-    def _claim(
-        self,
-        tx: Tx,
-        *,
-        table: str,
-        key: str,
-        assign: str,
-        assign_params: Sequence[Any],
-        where: str,
-        where_params: Sequence[Any],
-        order: str,
-        limit: int,
-    ) -> list[dict[str, Any]]:
-        """Lock up to ``limit`` rows of ``table`` matching ``where`` in ``order``, apply
-        ``assign`` (a SET list) to them and return them updated. Rows another transaction
-        holds are skipped, never waited for."""
+    def _claim_sql(self, claim: Claim) -> tuple[str, list[Any]]:
+        """The statement (and its parameters) that performs ``claim``."""
         raise NotImplementedError
+
+    def _claim(self, tx: Tx, claim: Claim) -> list[dict[str, Any]]:
+        sql, params = self._claim_sql(claim)
+        return tx.execute(sql, params)
 
     def _remember_arguments(self, *args: Any, **kwargs: Any) -> None:
         self._reopen_with = (args, kwargs)
@@ -236,15 +242,17 @@ class SqlStore:
             now = tx.now()
             rows = self._claim(
                 tx,
-                table=f"{self._p}services",
-                key="service_id",
-                assign="lease_owner = ?, lease_epoch = lease_epoch + 1, lease_until = ?",
-                assign_params=(worker_id, now + ttl),
-                where=f"runnable = {self._true} AND not_before <= ? "
-                "AND (lease_owner IS NULL OR lease_until <= ?)",
-                where_params=(now, now),
-                order="not_before, service_id",
-                limit=limit,
+                Claim(
+                    table=f"{self._p}services",
+                    key="service_id",
+                    assign="lease_owner = ?, lease_epoch = lease_epoch + 1, lease_until = ?",
+                    assign_params=(worker_id, now + ttl),
+                    where=f"runnable = {self._true} AND not_before <= ? "
+                    "AND (lease_owner IS NULL OR lease_until <= ?)",
+                    where_params=(now, now),
+                    order="not_before, service_id",
+                    limit=limit,
+                ),
             )
         taken = sorted(map(service_from_row, rows), key=lambda s: (s.not_before, s.service_id))
         return [
@@ -468,15 +476,17 @@ class SqlStore:
             now = tx.now()
             rows = self._claim(
                 tx,
-                table=f"{self._p}outbox",
-                key="id",
-                assign="lease_owner = ?, lease_until = ?",
-                assign_params=(worker_id, now + ttl),
-                where="delivered_at IS NULL AND available_at <= ? "
-                "AND (lease_until IS NULL OR lease_until <= ?)",
-                where_params=(now, now),
-                order="id",
-                limit=limit,
+                Claim(
+                    table=f"{self._p}outbox",
+                    key="id",
+                    assign="lease_owner = ?, lease_until = ?",
+                    assign_params=(worker_id, now + ttl),
+                    where="delivered_at IS NULL AND available_at <= ? "
+                    "AND (lease_until IS NULL OR lease_until <= ?)",
+                    where_params=(now, now),
+                    order="id",
+                    limit=limit,
+                ),
             )
         return sorted(map(outbox_from_row, rows), key=lambda m: m.id)
 

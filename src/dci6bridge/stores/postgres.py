@@ -30,7 +30,7 @@ from dci6bridge.errors import ConfigError, StoreError
 
 from ._connections import PerThread
 from ._schema import migrate
-from ._sql import SqlStore
+from ._sql import Claim, SqlStore
 from ._url import redact_url
 
 __all__ = ["PostgresStore"]
@@ -187,26 +187,14 @@ class PostgresStore(SqlStore):
         except pg.Error as exc:
             raise StoreError(f"PostgreSQL error on {self._where}: {exc}") from exc
 
-    def _claim(
-        self,
-        tx: Any,
-        *,
-        table: str,
-        key: str,
-        assign: str,
-        assign_params: Sequence[Any],
-        where: str,
-        where_params: Sequence[Any],
-        order: str,
-        limit: int,
-    ) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = tx.execute(
-            f"WITH c AS (SELECT {key} FROM {table} WHERE {where} ORDER BY {order} LIMIT ? "
-            f"FOR UPDATE SKIP LOCKED) UPDATE {table} SET {assign} FROM c "
-            f"WHERE {table}.{key} = c.{key} RETURNING {table}.*",
-            [*where_params, limit, *assign_params],
+    def _claim_sql(self, claim: Claim) -> tuple[str, list[Any]]:
+        c = claim
+        return (
+            f"WITH c AS (SELECT {c.key} FROM {c.table} WHERE {c.where} ORDER BY {c.order} "
+            f"LIMIT ? FOR UPDATE SKIP LOCKED) UPDATE {c.table} SET {c.assign} FROM c "
+            f"WHERE {c.table}.{c.key} = c.{c.key} RETURNING {c.table}.*",
+            [*c.where_params, c.limit, *c.assign_params],
         )
-        return rows
 
     def now(self) -> float:
         """The injected clock, or the database clock."""

@@ -32,7 +32,7 @@ from dci6bridge.errors import ConfigError, StoreError
 from . import _rules as rules
 from ._connections import PerThread
 from ._schema import migrate
-from ._sql import SqlStore
+from ._sql import Claim, SqlStore
 
 __all__ = ["SQLiteStore"]
 
@@ -202,27 +202,15 @@ class SQLiteStore(SqlStore):
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite error on {self._path}: {exc}") from exc
 
-    def _claim(
-        self,
-        tx: Any,
-        *,
-        table: str,
-        key: str,
-        assign: str,
-        assign_params: Sequence[Any],
-        where: str,
-        where_params: Sequence[Any],
-        order: str,
-        limit: int,
-    ) -> list[dict[str, Any]]:
+    def _claim_sql(self, claim: Claim) -> tuple[str, list[Any]]:
         # The IMMEDIATE transaction already excludes every other writer, so a plain
         # UPDATE of the first rows in order is the whole claim.
-        rows: list[dict[str, Any]] = tx.execute(
-            f"UPDATE {table} SET {assign} WHERE {key} IN "
-            f"(SELECT {key} FROM {table} WHERE {where} ORDER BY {order} LIMIT ?) RETURNING *",
-            [*assign_params, *where_params, limit],
+        c = claim
+        return (
+            f"UPDATE {c.table} SET {c.assign} WHERE {c.key} IN (SELECT {c.key} FROM {c.table} "
+            f"WHERE {c.where} ORDER BY {c.order} LIMIT ?) RETURNING *",
+            [*c.assign_params, *c.where_params, c.limit],
         )
-        return rows
 
     def now(self) -> float:
         """The injected clock."""
