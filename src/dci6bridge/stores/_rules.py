@@ -25,6 +25,7 @@ from .base import PATCHABLE, Lease, NewOutbox, NewTask, StoredService
 __all__ = [
     "CheckedTransition",
     "apply_patch",
+    "check_claim",
     "check_limit",
     "check_number",
     "check_outbox",
@@ -75,6 +76,13 @@ def check_limit(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"limit: expected an int of at least 1, got {show(value)}")
     return value
+
+
+def check_claim(worker_id: Any, ttl_s: Any, limit: Any) -> float:
+    """The arguments of a claim (``acquire``, ``claim_outbox``); returns the TTL."""
+    check_text(worker_id, "worker_id")
+    check_limit(limit)
+    return check_positive(ttl_s, "ttl_s")
 
 
 def _check_column(key: str, value: Any) -> Any:

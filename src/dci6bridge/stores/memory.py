@@ -179,9 +179,7 @@ class MemoryStore:
     # ------------------------------------------------------------------ leases
     def acquire(self, worker_id: str, ttl_s: float, limit: int = 1) -> list[Lease]:
         """Lease runnable services; see :meth:`StatusStore.acquire`."""
-        rules.check_text(worker_id, "worker_id")
-        ttl = rules.check_positive(ttl_s, "ttl_s")
-        rules.check_limit(limit)
+        ttl = rules.check_claim(worker_id, ttl_s, limit)
         with self._lock:
             self._check_open()
             now = self.now()
@@ -426,9 +424,7 @@ class MemoryStore:
     # ------------------------------------------------------------------ outbox
     def claim_outbox(self, worker_id: str, ttl_s: float, limit: int = 100) -> list[OutboxMsg]:
         """Lease undelivered events, oldest first; see :meth:`StatusStore.claim_outbox`."""
-        rules.check_text(worker_id, "worker_id")
-        ttl = rules.check_positive(ttl_s, "ttl_s")
-        rules.check_limit(limit)
+        ttl = rules.check_claim(worker_id, ttl_s, limit)
         with self._lock:
             self._check_open()
             now = self.now()
