@@ -12,7 +12,7 @@ from dci6bridge.client._checks import is_number, is_text
 from dci6bridge.errors import ConfigError, Dci6BridgeError
 from dci6bridge.secret import Secret
 
-from ._converter import structure
+from ._converter import parser
 from ._core import Call, Core
 from ._http import HTTPX_VERSION, AsyncSession, SyncSession
 from ._retry import RetryPolicy
@@ -84,9 +84,12 @@ def raw_call(
     return Call(verb, path.lstrip("/"), lambda data: data, pairs, json)
 
 
+_parse_whoami = parser(WhoAmI)
+
+
 def whoami_call() -> Call[WhoAmI]:
     """``GET auth/v4/whoami``."""
-    return Call.to("auth.whoami", lambda d: structure(d, WhoAmI))
+    return Call.to("auth.whoami", _parse_whoami)
 
 
 def _check_result(

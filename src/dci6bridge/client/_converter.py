@@ -37,6 +37,7 @@ __all__ = [
     "decode_json",
     "encode_json",
     "make_converter",
+    "parser",
     "structure",
     "structure_list",
 ]
@@ -225,6 +226,19 @@ def structure(data: Any, cls: type[T], *, root: str = "$") -> T:
         return CONVERTER.structure(data, cls)
     except Exception:
         raise _explain(data, cls, root) from None
+
+
+def parser(cls: type[T]) -> Callable[[Any], T]:
+    """A one-argument parse function for ``cls`` (its hook looked up once, not per call)."""
+    hook = CONVERTER.get_structure_hook(cls)
+
+    def parse(data: Any) -> T:
+        try:
+            return hook(data, cls)  # type: ignore[no-any-return]
+        except Exception:
+            raise _explain(data, cls, "$") from None
+
+    return parse
 
 
 def structure_list(data: Any, cls: type[T], *, key: str = "list") -> list[T]:

@@ -45,18 +45,29 @@ class Route:
     path: str
     evidence: Evidence
     note: str = ""
+    _params: tuple[str, ...] = attrs.field(init=False, repr=False, eq=False)
+
+    @_params.default
+    def _parse_params(self) -> tuple[str, ...]:
+        return tuple(f for _, f, _, _ in string.Formatter().parse(self.path) if f)
 
     @property
     def params(self) -> tuple[str, ...]:
         """The placeholder names in the path template, in order."""
-        return tuple(f for _, f, _, _ in string.Formatter().parse(self.path) if f)
+        return self._params
 
     def format(self, **params: object) -> str:
         """The path with every placeholder filled (each value percent-encoded)."""
-        missing = set(self.params) - params.keys()
-        if missing:
-            raise KeyError(f"route {self.name!r} needs {sorted(missing)}")
-        return self.path.format(**{k: quote(str(v), safe="") for k, v in params.items()})
+        try:
+            return self.path.format(**{k: _segment(v) for k, v in params.items()})
+        except KeyError:
+            missing = sorted(set(self._params) - params.keys())
+            raise KeyError(f"route {self.name!r} needs {missing}") from None
+
+
+def _segment(value: object) -> str:
+    # ids are ints on every hot path; they need no percent-encoding
+    return str(value) if value.__class__ is int else quote(str(value), safe="")
 
 
 _E = Evidence

@@ -8,7 +8,7 @@ from typing import Any, Generic, TypeVar
 import attrs
 
 from dci6bridge.client._checks import is_int
-from dci6bridge.client._converter import structure, structure_list
+from dci6bridge.client._converter import parser, structure_list
 from dci6bridge.client._core import Call
 from dci6bridge.client._http import AsyncSession, SyncSession
 from dci6bridge.client._retry import RetryPolicy
@@ -36,11 +36,14 @@ def check_id(name: str, value: object) -> int:
     return value
 
 
+_parse_action = parser(ActionResult)
+
+
 def parse_action(data: Any) -> ActionResult:
     """An action's answer: ``{"id", "task"}``, ``{}`` or nothing at all."""
     if not isinstance(data, dict):
         return ActionResult()
-    return structure(data, ActionResult)
+    return _parse_action(data)
 
 
 @attrs.frozen

@@ -10,7 +10,7 @@ from typing import Any
 import attrs
 
 from dci6bridge.client._checks import is_number, is_text
-from dci6bridge.client._converter import structure, structure_list
+from dci6bridge.client._converter import parser, structure_list
 from dci6bridge.client._core import Call
 from dci6bridge.client._http import AsyncSession, SyncSession
 from dci6bridge.client._retry import RetryPolicy
@@ -39,11 +39,12 @@ __all__ = [
 _POWER = ("power_on", "power_off", "power_reset")
 
 
+_parse_server = parser(Server)
+
+
 def get_call(server_id: int) -> Call[Server]:
     """Read one server."""
-    return Call.to(
-        "servers.get", lambda d: structure(d, Server), server_id=check_id("server_id", server_id)
-    )
+    return Call.to("servers.get", _parse_server, server_id=check_id("server_id", server_id))
 
 
 def configurations_call() -> Call[list[ConfigurationCount]]:
