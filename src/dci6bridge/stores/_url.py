@@ -16,6 +16,10 @@ __all__ = ["open_store", "redact_url"]
 
 _USERINFO_PASSWORD = re.compile(r"(?P<head>//[^/@:]*):[^/@]*@")
 _QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)[^&]*", re.IGNORECASE)
+# libpq key=value strings: password=secret or password = 'se cret'
+_KEYWORD_PASSWORD = re.compile(
+    r"(?P<head>(?<![\w?&])password\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s']\S*)", re.IGNORECASE
+)
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 # Query options dci6bridge itself understands; other query keys of a postgresql:// URL are
@@ -25,9 +29,11 @@ _TEXT_OPTIONS = {"sqlite": frozenset({"synchronous"}), "postgresql": frozenset({
 
 
 def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (userinfo and ``password=`` query)."""
+    """``url`` with any password replaced by ``***``: in the userinfo, a ``password=``
+    query key, or a libpq ``key=value`` string (``host=db password=...``)."""
     text = _USERINFO_PASSWORD.sub(r"\g<head>:***@", url)
-    return _QUERY_PASSWORD.sub(r"\g<head>***", text)
+    text = _QUERY_PASSWORD.sub(r"\g<head>***", text)
+    return _KEYWORD_PASSWORD.sub(r"\g<head>***", text)
 
 
 def _flag(url: str, key: str, value: str) -> bool:

@@ -50,6 +50,14 @@ def _psycopg() -> Any:
     return psycopg
 
 
+def _password_of(pg: Any, dsn: str) -> str | None:
+    try:
+        password = pg.conninfo.conninfo_to_dict(dsn).get("password")
+    except pg.Error:  # an unparsable DSN fails on connect, with a scrubbed message
+        return None
+    return str(password) if password else None
+
+
 class _Tx:
     def __init__(
         self, conn: Any, clock: Callable[[], float] | None, convert: Callable[[str], str]
@@ -119,6 +127,7 @@ class PostgresStore(SqlStore):
         )
         self._dsn = dsn
         self._where = redact_url(dsn)
+        self._password = _password_of(self._psycopg, dsn)
         self._schema = schema
         self._clock = clock
         self._timeout = max(1, int(connect_timeout_s))
@@ -162,7 +171,10 @@ class PostgresStore(SqlStore):
         try:
             conn = pg.connect(self._dsn, autocommit=True, row_factory=dict_row, **extra)
         except pg.Error as exc:
-            raise StoreError(f"cannot connect to PostgreSQL at {self._where}: {exc}") from exc
+            # from None: the driver's own exception text is not ours to vouch for
+            raise StoreError(
+                f"cannot connect to PostgreSQL at {self._where}: {self._scrub(exc)}"
+            ) from None
         # Explicit, whatever default_transaction_isolation the server has: REPEATABLE READ
         # claims fail with serialization errors under concurrency.
         conn.isolation_level = pg.IsolationLevel.READ_COMMITTED
@@ -183,9 +195,13 @@ class PostgresStore(SqlStore):
                 yield tx
         except pg.OperationalError as exc:
             self._conns.discard()
-            raise StoreError(f"PostgreSQL error on {self._where}: {exc}") from exc
+            raise StoreError(f"PostgreSQL error on {self._where}: {self._scrub(exc)}") from exc
         except pg.Error as exc:
-            raise StoreError(f"PostgreSQL error on {self._where}: {exc}") from exc
+            raise StoreError(f"PostgreSQL error on {self._where}: {self._scrub(exc)}") from exc
+
+    def _scrub(self, exc: BaseException) -> str:
+        text = redact_url(str(exc))
+        return text.replace(self._password, "***") if self._password else text
 
     def _claim_sql(self, claim: Claim) -> tuple[str, list[Any]]:
         c = claim
