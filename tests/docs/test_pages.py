@@ -119,3 +119,18 @@ def test_every_testing_name_has_a_reference_block() -> None:
 def test_reference_blocks_point_at_real_objects() -> None:
     # _documented_objects() raises ImportError / AttributeError for a stale path
     assert len(_documented_objects()) >= len(PUBLIC)
+
+
+def test_readme_opens_with_the_two_commands_ci_runs() -> None:
+    readme = (ROOT / "README.md").read_text()
+    first_block = readme.split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [line for line in first_block.splitlines() if not line.startswith("#")]
+    assert commands == [
+        "python -m pip install -e . && dci6bridge demo",
+        'python -m pip install -q -e ".[dev]" && python -m pytest',
+    ]
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert commands[1] in ci
+    # the docs' getting-started page gives the same two commands
+    started = (DOCS / "getting-started.md").read_text()
+    assert all(command in started for command in commands)
