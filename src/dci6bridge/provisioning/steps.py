@@ -184,6 +184,7 @@ class StepContext:
         self.settings = settings
         self._monotonic = monotonic
         self._renewed_at = monotonic()
+        self._store_now: tuple[float, float] | None = None
         self._order: Order | None = None
         #: servers read in this lease (still fresh for the next step of the same lease)
         self.seen: dict[int, Server] = {}
@@ -235,8 +236,12 @@ class StepContext:
         return tid
 
     def now(self) -> float:
-        """The store's clock."""
-        return self.store.now()
+        """The store's clock, read once per lease and carried forward with the local
+        clock (on PostgreSQL every read of the database clock is a round trip)."""
+        if self._store_now is None:
+            self._store_now = (self.store.now(), self._monotonic())
+        base, at = self._store_now
+        return base + max(0.0, self._monotonic() - at)
 
     # ------------------------------------------------------------------ remote calls
     def call(self, name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
