@@ -32,6 +32,7 @@ from dci6bridge.errors import InvalidRequest, LeaseLost, ServiceNotFound, SpecMi
 from dci6bridge.stores import (
     Lease,
     MemoryStore,
+    NewOutbox,
     SQLiteStore,
     StatusStore,
     StoredService,
@@ -85,6 +86,9 @@ class StoreMachine(RuleBasedStateMachine):
         self.model: dict[str, Model] = {}
         self.requests: dict[tuple[str, str], str] = {}
         self.claims: dict[int, str] = {}
+        # outbox id -> [available_at, lease_until or None, delivered]
+        self.outbox: dict[int, list[Any]] = {}
+        self.singletons: dict[str, tuple[str, float]] = {}
 
     def teardown(self) -> None:
         self.store.close()
@@ -211,6 +215,7 @@ class StoreMachine(RuleBasedStateMachine):
                 new_state=new_state,
                 patch={"runnable": runnable},
                 detail={"how": how},
+                outbox=[NewOutbox("moved", {"to": new_state})],
             )
 
         event(f"transition: {'held' if self.held(lease) else 'lost'} {how}")
@@ -225,6 +230,7 @@ class StoreMachine(RuleBasedStateMachine):
             m.history.append((m.version + 1, m.state, new_state, lease.epoch, lease.worker_id))
             m.state, m.version, m.runnable, m.attempts = new_state, m.version + 1, runnable, 0
             assert (row.state, row.version) == (m.state, m.version)
+            self.outbox[len(self.outbox) + 1] = [self.clock(), None, False]
 
     @rule(lease=leases, stale=st.booleans(), op_id=st.integers(1, 9))
     def checkpoint(self, lease: Lease, stale: bool, op_id: int) -> None:
@@ -279,6 +285,39 @@ class StoreMachine(RuleBasedStateMachine):
         self.store.release_server(lease, server)
         if self.claims.get(server) == lease.service_id:
             del self.claims[server]
+
+    @rule(
+        worker=st.sampled_from(WORKERS),
+        ttl=st.sampled_from((5.0, 30.0)),
+        limit=st.integers(1, 3),
+        ack=st.booleans(),
+    )
+    def relay(self, worker: str, ttl: float, limit: int, ack: bool) -> None:
+        now = self.clock()
+        ready = [
+            i
+            for i, (available, until, delivered) in sorted(self.outbox.items())
+            if not delivered and available <= now and (until is None or until <= now)
+        ][:limit]
+        got = self.store.claim_outbox(worker, ttl, limit=limit)
+        assert [m.id for m in got] == ready
+        for i in ready:
+            self.outbox[i][1] = now + ttl
+        if ack and got:
+            self.store.ack_outbox([got[0].id])
+            self.outbox[got[0].id][2] = True
+        elif got:
+            self.store.retry_outbox(got[-1].id, now + 4.0)
+            self.outbox[got[-1].id][:2] = [now + 4.0, None]
+
+    @rule(name=st.sampled_from(("reconciler", "sweeper")), worker=st.sampled_from(WORKERS))
+    def singleton(self, name: str, worker: str) -> None:
+        now = self.clock()
+        held = self.singletons.get(name)
+        expect = held is None or held[0] == worker or held[1] <= now
+        assert self.store.try_singleton(name, worker, 5.0) == expect
+        if expect:
+            self.singletons[name] = (worker, now + 5.0)
 
     @rule(seconds=st.sampled_from((1.0, 4.0, 5.0, 31.0)))  # 5 = a TTL: exact expiry
     def advance_clock(self, seconds: float) -> None:
