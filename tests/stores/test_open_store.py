@@ -135,3 +135,11 @@ def test_postgres_url_options_and_repr(pg_store_url: str) -> None:
     assert store._unsafe is True
     assert repr(store).startswith("PostgresStore('postgresql://")
     store.close()
+
+
+def test_postgres_without_psycopg_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # makes "import psycopg" fail
+    with pytest.raises(errors.StoreError, match=r"pip install 'dci6bridge\[postgres\]'"):
+        open_store("postgresql://app:hunter2@127.0.0.1:1/x")

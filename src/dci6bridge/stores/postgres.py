@@ -43,7 +43,7 @@ _WRITES = ("INSERT", "UPDATE", "DELETE")
 def _psycopg() -> Any:
     try:
         import psycopg
-    except ImportError as exc:  # pragma: no cover - the test extra installs psycopg
+    except ImportError as exc:
         raise StoreError(
             "PostgresStore needs psycopg 3: pip install 'dci6bridge[postgres]'"
         ) from exc
