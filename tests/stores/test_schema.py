@@ -144,3 +144,35 @@ def test_postgres_schemas_isolate_installations(pg_url: str) -> None:
         with psycopg.connect(pg_url, autocommit=True) as conn:
             for name in names:
                 conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+def test_a_failure_inside_a_transition_rolls_everything_back(db: Db) -> None:
+    """A transition that fails on its last insert leaves no trace of its first ones."""
+    from dci6bridge.stores import NewOutbox, NewTask
+
+    store = db.open()
+    store.create_service("s", {"a": 1}, state="pending", desired="active")
+    [lease] = store.acquire("w", 60)
+    # A stray outbox row with the (service, version, kind) the transition will write
+    db.sql(
+        "INSERT INTO outbox (service_id, version, kind, payload_json, attempts, available_at) "
+        "VALUES ('s', 1, 'moved', '{}', 0, 0)"
+    )
+    before = (store.get("s"), store.history("s"), store.tasks(), store.write_count)
+    with pytest.raises(StoreError):
+        store.transition(
+            lease,
+            expected_state="pending",
+            expected_version=0,
+            new_state="selecting_module",
+            patch={"module": "dci-ams"},
+            outbox=[NewOutbox("first"), NewOutbox("moved")],
+            task=NewTask("Support", "k", "r"),
+        )
+    assert (store.get("s"), store.history("s"), store.tasks(), store.write_count) == before
+    assert db.sql("SELECT count(*) FROM outbox") == [(1,)]
+    # the store is still usable, the transaction did not stay open
+    moved = store.transition(
+        lease, expected_state="pending", expected_version=0, new_state="selecting_module"
+    )
+    assert moved.version == 1
