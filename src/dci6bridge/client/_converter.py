@@ -20,6 +20,7 @@ import enum
 import json
 import re
 from collections.abc import Callable, Mapping
+from itertools import repeat
 from typing import Any, Final, TypeVar, get_args, get_origin
 
 import attrs
@@ -251,6 +252,6 @@ def structure_list(data: Any, cls: type[T], *, key: str = "list") -> list[T]:
     items = data[key]
     hook = CONVERTER.get_structure_hook(cls)
     try:
-        return [hook(item, cls) for item in items]
+        return list(map(hook, items, repeat(cls)))
     except Exception:
         raise _explain(items, list[cls], f"$.{key}") from None  # type: ignore[valid-type]
