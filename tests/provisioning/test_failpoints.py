@@ -48,7 +48,6 @@ OPEN_PATH = (
     "after:servers.get",
     "before:os_templates.list",
     "after:os_templates.list",
-    "after:store.checkpoint:install",
     "before:servers.install_os",
     "after:servers.install_os",
     "after:store.release",

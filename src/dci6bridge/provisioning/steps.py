@@ -389,7 +389,7 @@ def _failed(ctx: StepContext) -> Outcome:
     if target in (S.INSTALLING_OS, S.REINSTALLING):
         # a failed install is started afresh (never adopted again)
         patch["op_id"] = None
-        data.update(install_issued_at=None, install_baseline=None)
+        data.update(install_issued_at=None, install_baseline=None, install_sent=None)
     if target is S.CLAIMING_SERVER:
         patch["server_id"] = None
     return Advance(target, patch=patch, detail={"reason": "operator retry"})
@@ -400,6 +400,13 @@ def _active(ctx: StepContext) -> Outcome:
     action = row.data.get("action")
     if isinstance(action, Mapping):
         if action.get("kind") == "reinstall":
+            server_id = row.server_id
+            assert server_id is not None
+            server = ctx.get_server(server_id)
+            if not _owner_is(server, ctx.email):
+                return _owner_changed(server)
+            # a new password for the new install (the old one holds until it is done)
+            intent = _install_intent(ctx, server_id, fresh=server)
             return Advance(
                 S.REINSTALLING,
                 patch={
@@ -407,9 +414,7 @@ def _active(ctx: StepContext) -> Outcome:
                     "data": {
                         "action": None,
                         "os_template_next": action.get("os_template"),
-                        "install_issued_at": None,
-                        "install_baseline": None,
-                        "root_password_next": None,
+                        **intent,
                     },
                 },
                 detail={"os_template": action.get("os_template")},
@@ -592,6 +597,7 @@ def _assigning_owner(ctx: StepContext) -> Outcome:
     assert user_id is not None
     client = ctx.client()
     ips_before: list[int] = list(ctx.data.get("ips_before") or ())
+    server: Server | None = None
     if ctx.settings.unsafe_skip_readback:
         assigned_now = True
     else:
@@ -621,11 +627,14 @@ def _assigning_owner(ctx: StepContext) -> Outcome:
                 patch={"user_id": None},
                 detail={"reason": f"user {user_id} vanished"},
             )
-    nxt = S.BINDING_IPS if ctx.tariff.ipv4_count > 0 else S.INSTALLING_OS
+    detail = {"server_id": server_id, "user_id": user_id, "assigned": assigned_now}
+    if ctx.tariff.ipv4_count > 0:
+        return Advance(S.BINDING_IPS, patch={"data": {"ips_before": ips_before}}, detail=detail)
+    intent = _install_intent(ctx, server_id, fresh=None if assigned_now else server)
     return Advance(
-        nxt,
-        patch={"data": {"ips_before": ips_before}},
-        detail={"server_id": server_id, "user_id": user_id, "assigned": assigned_now},
+        S.INSTALLING_OS,
+        patch={"data": {"ips_before": ips_before, **intent}},
+        detail=detail,
     )
 
 
@@ -635,6 +644,7 @@ def _binding_ips(ctx: StepContext) -> Outcome:
     tariff = ctx.tariff
     client = ctx.client()
     have = 0
+    server: Server | None = None
     if not ctx.settings.unsafe_skip_readback:
         server = ctx.get_server(server_id)
         have = sum(
@@ -649,71 +659,85 @@ def _binding_ips(ctx: StepContext) -> Outcome:
             count=missing,
             pool_ids=list(tariff.ip_pools),
         )
-    return Advance(S.INSTALLING_OS, detail={"bound": max(missing, 0), "already": have})
+        server = None
+    intent = _install_intent(ctx, server_id, fresh=server)
+    return Advance(
+        S.INSTALLING_OS,
+        patch={"data": intent},
+        detail={"bound": max(missing, 0), "already": have},
+    )
 
 
-def _start_install(ctx: StepContext) -> Outcome | None:
-    """Adopt an install started since the intent was recorded, or start one.
+def _install_intent(ctx: StepContext, server_id: int, *, fresh: Server | None) -> dict[str, Any]:
+    """What must be durable before an install call: the root password it installs and
+    the server's operation id before it (an operation newer than that one, seen after a
+    crash or a lost answer, is our install: adopted, never started twice).
 
-    Returns an outcome when the step is over, ``None`` when an install is known to be
-    running (its id recorded) and should be polled.
-    """
+    ``fresh`` is a read of the server taken after the last change this lease made to
+    it; without one the server is read now (skipped in the unsafe test mode)."""
+    server = fresh
+    if server is None and not ctx.settings.unsafe_skip_readback:
+        server = ctx.get_server(server_id)
+    if server is not None:
+        ctx.seen[server_id] = server
+    intent: dict[str, Any] = {
+        "install_issued_at": ctx.now(),
+        "install_baseline": _op_id(server) if server is not None else None,
+        "install_sent": None,
+    }
+    if not ctx.data.get("root_password_next"):
+        intent["root_password_next"] = generate_password(ctx.rng).reveal()
+    return intent
+
+
+def _issue_install(ctx: StepContext) -> None:
+    """Call the install; its intent (password, baseline) is durable already."""
     server_id = ctx.row.server_id
     assert server_id is not None
-    client = ctx.client()
     data = ctx.data
-    server = None if ctx.settings.unsafe_skip_readback else ctx.get_server(server_id)
-    if server is not None:
-        if not _owner_is(server, ctx.email):
-            return Fail(
-                "owner_changed",
-                f"server {server_id} is owned by {server.owner_email!r}, not by the "
-                "customer: not installing",
-            )
-        issued = data.get("install_issued_at") is not None
-        current = _op_id(server)
-        if issued and current is not None and current != data.get("install_baseline"):
-            # crash or lost response after the install call: adopt it, never start another
-            ctx.checkpoint("op_id", {"op_id": current})
-            return None
-        baseline = current
-    else:
-        baseline = None
-    os_template = data.get("os_template_next") or ctx.order.os_template
-    template = ctx.template_id(os_template)
-    patch: dict[str, Any] = {
-        "install_issued_at": ctx.now(),
-        "install_baseline": baseline,
-    }
-    if not data.get("root_password_next"):
-        patch["root_password_next"] = generate_password(ctx.rng).reveal()
-    ctx.checkpoint("install", {"data": patch})
-    password = ctx.data["root_password_next"]
-    order = ctx.order
-    result = ctx.call(
+    client = ctx.client()
+    template = ctx.template_id(data.get("os_template_next") or ctx.order.os_template)
+    # The answer's ``task`` is not reliably the operation id; the first poll learns the
+    # id as "the server's operation that is not the baseline" and records it then.
+    ctx.call(
         "servers.install_os",
         client.servers.install_os,
         server_id,
         template,
-        password=password,
-        ssh_keys=list(order.ssh_keys),
+        password=data["root_password_next"],
+        ssh_keys=list(ctx.order.ssh_keys),
     )
-    # The answer's ``task`` is not reliably the operation id; the first poll learns the
-    # id as "the server's operation that is not the baseline" and records it then.
-    del result
-    return None
+    if ctx.settings.unsafe_skip_readback:
+        # the unsafe mode cannot tell our operation from an older one: remember the call
+        ctx.checkpoint("op_id", {"data": {"install_sent": True}})
 
 
 def _installing_os(ctx: StepContext) -> Outcome:
     row = ctx.row
     server_id = row.server_id
     assert server_id is not None
-    if row.op_id is None and not row.data.get("install_issued_at"):
-        done = _start_install(ctx)
-        if done is not None:
-            return done
+    if row.op_id is not None:
+        return _poll_install(ctx)
+    if not row.data.get("install_issued_at"):
+        # no intent yet (an operator retry after a failed install): record one first
+        ctx.checkpoint("install", {"data": _install_intent(ctx, server_id, fresh=None)})
+    fresh = ctx.seen.pop(server_id, None)
+    skip = ctx.settings.unsafe_skip_readback
+    if fresh is not None or (skip and not row.data.get("install_sent")):
+        # read moments ago in this lease, after our last change: nothing to adopt
+        if fresh is not None and not _owner_is(fresh, ctx.email):
+            return _owner_changed(fresh)
+        _issue_install(ctx)
         return Wait(ctx.settings.poll_interval, "install started")
     return _poll_install(ctx)
+
+
+def _owner_changed(server: Server) -> Fail:
+    return Fail(
+        "owner_changed",
+        f"server {server.id} is owned by {server.owner_email!r}, not by the customer: "
+        "not installing",
+    )
 
 
 def _poll_install(ctx: StepContext) -> Outcome:
@@ -732,10 +756,11 @@ def _poll_install(ctx: StepContext) -> Outcome:
                 # transition it causes
                 ctx.checkpoint("op_id", {"op_id": current})
         else:
-            # the install call never took effect (lost before DCImanager acted): start again
-            done = _start_install(ctx)
-            if done is not None:
-                return done
+            # the install call never took effect (crash before it, or lost before
+            # DCImanager acted): the intent still holds, so call it now
+            if not _owner_is(server, ctx.email):
+                return _owner_changed(server)
+            _issue_install(ctx)
             return Wait(ctx.settings.poll_interval, "install started")
     started = float(row.data.get("install_issued_at") or ctx.now())
     if current != op_id or op is None:
@@ -798,14 +823,14 @@ def _poll_install(ctx: StepContext) -> Outcome:
 
 
 def _reinstalling(ctx: StepContext) -> Outcome:
-    row = ctx.row
-    if row.data.get("install_issued_at") is not None and row.op_id is None:
-        # the reinstall call went out; poll decides (adopt, or start when it never acted)
-        return Advance(S.INSTALLING_OS, detail={"reinstall": True})
-    done = _start_install(ctx)
-    if done is not None:
-        return done
-    return Advance(S.INSTALLING_OS, detail={"reinstall": True, "op_id": ctx.row.op_id})
+    server_id = ctx.row.server_id
+    assert server_id is not None
+    fresh = ctx.seen.pop(server_id, None)
+    if fresh is not None:
+        # the intent was recorded from this read, in this lease: call now
+        _issue_install(ctx)
+    # otherwise (a crash since) the poll reads back: adopts the install or calls it
+    return Advance(S.INSTALLING_OS, detail={"reinstall": True})
 
 
 def _switch_ports(ctx: StepContext, *, on: bool) -> Outcome:
