@@ -372,3 +372,32 @@ def test_claim_reads_past_servers_reserved_by_others(
     prov.store.release(held)
     drive(prov)
     assert {s.status for s in prov.services()} == {ServiceStatus.ACTIVE}
+
+
+def test_when_other_services_hold_a_locations_last_servers_the_next_module_serves(
+    prov: Provisioner,
+    fake: FakeDCImanager,
+    new_order: NewOrder,
+    drive: Drive,
+    step_until: Callable[[Provisioner, str], None],
+) -> None:
+    # location 1 has two servers of the configuration: S1 and S2 reserve them
+    held = []
+    for sid in ("S1", "S2"):
+        prov.open(new_order(sid, email=f"{sid.lower()}@example.com"))
+        step_until(prov, "creating_user")
+        held += prov.store.acquire("blocker", 600.0, 1)  # keep it from going on
+    assert {fake.state.servers[prov.store.get(s).server_id].location_id for s in ("S1", "S2")} == {
+        1
+    }
+    prov.open(new_order("S3", email="s3@example.com"))
+    step_until(prov, "creating_user")
+    s3 = prov.store.get("S3")
+    assert s3.module == "dci-fra"
+    assert fake.state.servers[s3.server_id].location_id == 2
+    back = [h for h in prov.history("S3") if h.to_state == "selecting_module"][-1]
+    assert back.detail["reason"] == "its 2 free server(s) are reserved by other services"
+    for lease in held:
+        prov.store.release(lease)
+    drive(prov)
+    assert {s.status for s in prov.services()} == {ServiceStatus.ACTIVE}

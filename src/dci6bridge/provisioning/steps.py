@@ -484,14 +484,13 @@ def _claiming_server(ctx: StepContext) -> Outcome:
     def next_page() -> list[Server]:
         return list(itertools.islice(pages, CLAIM_PAGE))
 
-    seen_any = False
+    reserved_by_others = 0
     for _ in range(MAX_CLAIM_PAGES):
         listed = ctx.call("servers.list", next_page)
         # the remote filter covers owner and is_new only; check the rest of the rules here
         candidates = [
             s for s in listed if s.is_free and s.configuration == cfg and s.location_id == location
         ]
-        seen_any = seen_any or bool(candidates)
         ctx.rng.shuffle(candidates)
         for server in candidates:
             if _reserve(ctx, server.id):
@@ -501,20 +500,31 @@ def _claiming_server(ctx: StepContext) -> Outcome:
                     patch={"server_id": server.id},
                     detail={"server_id": server.id},
                 )
+            reserved_by_others += 1
         if len(listed) < CLAIM_PAGE:
             break
         # every server of this page is reserved by another service (in flight, or a
         # closed or failed one the reconciler has not swept yet): read on
-    if not seen_any:
-        # the free count covers the whole DCImanager, not this module's location: select
-        # again without this module (bounded by the number of modules)
-        exhausted = [*(ctx.data.get("exhausted_modules") or ()), module.name]
-        return Advance(
-            S.SELECTING_MODULE,
-            patch={"module": None, "data": {"exhausted_modules": exhausted}},
-            detail={"module": module.name, "reason": "no free server in its location"},
+    else:
+        raise NotYet(
+            f"the first {MAX_CLAIM_PAGES * CLAIM_PAGE} free servers of configuration "
+            f"{cfg!r} are all reserved by other services"
         )
-    raise NotYet(f"every free server of configuration {cfg!r} is reserved by other services")
+    # Nothing left here for this order: the module's location has no free server, or
+    # only ones other services are taking right now (the free count covers the whole
+    # DCImanager, which may serve several locations). Select again without this module;
+    # the number of modules bounds the back-and-forth.
+    exhausted = [*(ctx.data.get("exhausted_modules") or ()), module.name]
+    why = (
+        f"its {reserved_by_others} free server(s) are reserved by other services"
+        if reserved_by_others
+        else "no free server in its location"
+    )
+    return Advance(
+        S.SELECTING_MODULE,
+        patch={"module": None, "data": {"exhausted_modules": exhausted}},
+        detail={"module": module.name, "reason": why},
+    )
 
 
 def _reserve(ctx: StepContext, server_id: int) -> bool:
