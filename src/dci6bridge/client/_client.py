@@ -101,6 +101,12 @@ def _check_result(
     return ConnectionCheck(ok=True, user_email=whoami.owner_email, latency_s=latency)
 
 
+def _describe(client: object, core: Core) -> str:
+    """``Client('https://dci.example.com/api/', email='admin@example.com')``; never a secret."""
+    who = f"email={core.auth.email!r}" if core.auth.email else "token=***"
+    return f"{type(client).__name__}({core.root!r}, {who})"
+
+
 class Client:
     """Synchronous DCImanager 6 client; thread-safe, one login shared by all threads.
 
@@ -165,9 +171,7 @@ class Client:
         """Switch ports."""
 
     def __repr__(self) -> str:
-        auth = self._session.core.auth
-        who = f"email={auth.email!r}" if auth.email else "token=***"
-        return f"Client({self._session.core.root!r}, {who})"
+        return _describe(self, self._session.core)
 
     def request(
         self,
@@ -261,9 +265,7 @@ class AsyncClient:
         """Switch ports."""
 
     def __repr__(self) -> str:
-        auth = self._session.core.auth
-        who = f"email={auth.email!r}" if auth.email else "token=***"
-        return f"AsyncClient({self._session.core.root!r}, {who})"
+        return _describe(self, self._session.core)
 
     async def request(
         self,

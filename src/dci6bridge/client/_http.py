@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
+import attrs
 import httpx
 import tenacity
 
@@ -102,10 +103,8 @@ class _SessionBase:
         failure = _failure(outcome)
         return failure is not None and policy.retries_failure(method, failure)
 
-    def _retrying_kwargs(
-        self, policy: RetryPolicy, method: str, path: str, started: float
-    ) -> dict[str, Any]:
-        clock = self.clock
+    def _retrying_kwargs(self, policy: RetryPolicy, attempts: _Attempts) -> dict[str, Any]:
+        method, path, clock = attempts.method, attempts.path, self.clock
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             if self.log.isEnabledFor(logging.DEBUG):
@@ -119,7 +118,7 @@ class _SessionBase:
 
         return {
             "stop": tenacity.stop_after_attempt(policy.attempts)
-            | _PastDeadline(clock, started, policy.deadline),
+            | _PastDeadline(clock, attempts.started, policy.deadline),
             "wait": lambda state: policy.delay(state.attempt_number),
             "retry": tenacity.retry_if_exception(lambda exc: self._retryable(policy, method, exc))
             | tenacity.retry_if_result(lambda resp: self._retryable(policy, method, resp)),
@@ -127,7 +126,7 @@ class _SessionBase:
             "before_sleep": before_sleep,
         }
 
-    def _log(self, method: str, path: str, outcome: object, started: float, attempt: int) -> None:
+    def _log(self, attempts: _Attempts, outcome: object, started: float) -> None:
         if self.log.isEnabledFor(logging.DEBUG):
             what = (
                 outcome.status_code
@@ -136,21 +135,78 @@ class _SessionBase:
             )
             self.log.debug(
                 "%s %s -> %s in %.1f ms (attempt %d)",
-                method,
-                path,
+                attempts.method,
+                attempts.path,
                 what,
                 (time.perf_counter() - started) * 1000,
-                attempt,
+                attempts.number,
             )
 
     @staticmethod
-    def _connection_error(exc: httpx.HTTPError, method: str, path: str) -> APIConnectionError:
+    def _connection_error(exc: httpx.HTTPError, attempts: _Attempts) -> APIConnectionError:
         cls = APITimeoutError if isinstance(exc, httpx.TimeoutException) else APIConnectionError
-        return cls(f"{type(exc).__name__}: {exc}", method=method, path=path)
+        return cls(f"{type(exc).__name__}: {exc}", method=attempts.method, path=attempts.path)
 
     def _login_target(self) -> tuple[Call[None], bytes | None]:
         call = self.core.login_call()
         return call, self.core.encode_body(call.body)
+
+    def _prepare(
+        self,
+        method: str,
+        path: str,
+        params: tuple[tuple[str, str], ...],
+        content: bytes | None,
+        token: Secret | None,
+    ) -> _Attempts:
+        return _Attempts(
+            method,
+            path,
+            self.core.url(path, params),
+            self.core.auth_headers(token, has_body=content is not None),
+            content,
+            self.clock(),  # the deadline counts from the first attempt
+        )
+
+    def _first_is_final(
+        self, policy: RetryPolicy, attempts: _Attempts, outcome: httpx.Response | Exception
+    ) -> bool:
+        """After attempt 1: ``True`` if its answer is final; raises if its failure is;
+        else keeps the outcome for the retry loop to replay and returns ``False``."""
+        if self._retryable(policy, attempts.method, outcome):
+            attempts.first = outcome
+            return False
+        if isinstance(outcome, httpx.HTTPError):
+            raise self._connection_error(outcome, attempts) from None
+        return True
+
+    def _logout_args(self) -> tuple[str, str, tuple[()], None, Secret | None, RetryPolicy] | None:
+        logout = self.core.logout_call()
+        if logout is None:
+            return None
+        return (logout.method, logout.path, (), None, self.core.auth.token, RetryPolicy.none())
+
+
+@attrs.define
+class _Attempts:
+    """One request and its attempts. The first attempt runs outside tenacity; when it
+    fails in a retryable way, the tenacity loop replays it as its own attempt 1."""
+
+    method: str
+    path: str
+    url: str
+    headers: dict[str, str] = attrs.field(repr=False)  # holds the token
+    content: bytes | None = attrs.field(repr=False)  # may hold a password
+    started: float
+    number: int = 0
+    first: httpx.Response | Exception | None = None
+
+    def replay(self) -> httpx.Response | None:
+        """The kept first outcome, once (raised if it was a failure); then ``None``."""
+        first, self.first = self.first, None
+        if isinstance(first, Exception):
+            raise first
+        return first
 
 
 class SyncSession(_SessionBase):
@@ -219,61 +275,48 @@ class SyncSession(_SessionBase):
         token: Secret | None,
         policy: RetryPolicy,
     ) -> httpx.Response:
-        url = self.core.url(path, params)
-        headers = self.core.auth_headers(token, has_body=content is not None)
-        attempt = 0
-
-        def once() -> httpx.Response:
-            nonlocal attempt
-            attempt += 1
-            started = time.perf_counter()
-            try:
-                resp = self._http.request(method, url, headers=headers, content=content)
-            except httpx.HTTPError as exc:
-                self._log(method, path, exc, started, attempt)
-                raise
-            self._log(method, path, resp, started, attempt)
-            return resp
-
-        started = self.clock()  # the deadline counts from the first attempt
+        attempts = self._prepare(method, path, params, content, token)
+        outcome: httpx.Response | Exception
         try:
-            first = once()
+            outcome = self._once(attempts)
         except httpx.TransportError as exc:
-            if not self._retryable(policy, method, exc):
-                raise self._connection_error(exc, method, path) from None
-            first_exc: httpx.TransportError | None = exc
-        else:
-            if not self._retryable(policy, method, first):
-                return first
-            first_exc = None
+            outcome = exc
+        if self._first_is_final(policy, attempts, outcome):
+            assert isinstance(outcome, httpx.Response)
+            return outcome
 
         def again() -> httpx.Response:
-            if attempt == 1 and not replayed:
-                replayed.append(True)
-                if first_exc is not None:
-                    raise first_exc
-                return first
-            return once()
+            first = attempts.replay()
+            return first if first is not None else self._once(attempts)
 
-        replayed: list[bool] = []
+        retrying = tenacity.Retrying(sleep=self.sleep, **self._retrying_kwargs(policy, attempts))
         try:
-            result: httpx.Response = tenacity.Retrying(
-                sleep=self.sleep, **self._retrying_kwargs(policy, method, path, started)
-            )(again)
+            result: httpx.Response = retrying(again)
         except httpx.TransportError as exc:
-            raise self._connection_error(exc, method, path) from None
+            raise self._connection_error(exc, attempts) from None
         return result
+
+    def _once(self, attempts: _Attempts) -> httpx.Response:
+        attempts.number += 1
+        started = time.perf_counter()
+        try:
+            resp = self._http.request(
+                attempts.method, attempts.url, headers=attempts.headers, content=attempts.content
+            )
+        except httpx.HTTPError as exc:
+            self._log(attempts, exc, started)
+            raise
+        self._log(attempts, resp, started)
+        return resp
 
     def close(self) -> None:
         """Revoke our own session (by token id) and close the connection pool."""
         if self.closed:
             return
-        logout = self.core.logout_call()
+        logout = self._logout_args()
         if logout is not None:
             try:
-                self._send(
-                    logout.method, logout.path, (), None, self.core.auth.token, RetryPolicy.none()
-                )
+                self._send(*logout)
             except Dci6BridgeError as exc:
                 self.log.debug("logout failed: %s", exc)
         self.core.forget_session()
@@ -347,61 +390,50 @@ class AsyncSession(_SessionBase):
         token: Secret | None,
         policy: RetryPolicy,
     ) -> httpx.Response:
-        url = self.core.url(path, params)
-        headers = self.core.auth_headers(token, has_body=content is not None)
-        attempt = 0
-
-        async def once() -> httpx.Response:
-            nonlocal attempt
-            attempt += 1
-            started = time.perf_counter()
-            try:
-                resp = await self._http.request(method, url, headers=headers, content=content)
-            except httpx.HTTPError as exc:
-                self._log(method, path, exc, started, attempt)
-                raise
-            self._log(method, path, resp, started, attempt)
-            return resp
-
-        started = self.clock()  # the deadline counts from the first attempt
+        attempts = self._prepare(method, path, params, content, token)
+        outcome: httpx.Response | Exception
         try:
-            first = await once()
+            outcome = await self._once(attempts)
         except httpx.TransportError as exc:
-            if not self._retryable(policy, method, exc):
-                raise self._connection_error(exc, method, path) from None
-            first_exc: httpx.TransportError | None = exc
-        else:
-            if not self._retryable(policy, method, first):
-                return first
-            first_exc = None
+            outcome = exc
+        if self._first_is_final(policy, attempts, outcome):
+            assert isinstance(outcome, httpx.Response)
+            return outcome
 
         async def again() -> httpx.Response:
-            if attempt == 1 and not replayed:
-                replayed.append(True)
-                if first_exc is not None:
-                    raise first_exc
-                return first
-            return await once()
+            first = attempts.replay()
+            return first if first is not None else await self._once(attempts)
 
-        replayed: list[bool] = []
+        retrying = tenacity.AsyncRetrying(
+            sleep=self.sleep, **self._retrying_kwargs(policy, attempts)
+        )
         try:
-            result: httpx.Response = await tenacity.AsyncRetrying(
-                sleep=self.sleep, **self._retrying_kwargs(policy, method, path, started)
-            )(again)
+            result: httpx.Response = await retrying(again)
         except httpx.TransportError as exc:
-            raise self._connection_error(exc, method, path) from None
+            raise self._connection_error(exc, attempts) from None
         return result
+
+    async def _once(self, attempts: _Attempts) -> httpx.Response:
+        attempts.number += 1
+        started = time.perf_counter()
+        try:
+            resp = await self._http.request(
+                attempts.method, attempts.url, headers=attempts.headers, content=attempts.content
+            )
+        except httpx.HTTPError as exc:
+            self._log(attempts, exc, started)
+            raise
+        self._log(attempts, resp, started)
+        return resp
 
     async def aclose(self) -> None:
         """Revoke our own session (by token id) and close the connection pool."""
         if self.closed:
             return
-        logout = self.core.logout_call()
+        logout = self._logout_args()
         if logout is not None:
             try:
-                await self._send(
-                    logout.method, logout.path, (), None, self.core.auth.token, RetryPolicy.none()
-                )
+                await self._send(*logout)
             except Dci6BridgeError as exc:
                 self.log.debug("logout failed: %s", exc)
         self.core.forget_session()
