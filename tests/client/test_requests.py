@@ -311,8 +311,13 @@ def test_bad_base_url() -> None:
         d.Client("dci.example.com", token="t")
 
 
-def test_verify_accepts_ca_bundle_path(tmp_path) -> None:
-    import ssl
+def test_verify_ca_bundle_path(tmp_path) -> None:
+    import certifi
 
-    with pytest.raises((FileNotFoundError, ssl.SSLError, OSError)):
-        d.Client("https://x.example", token="t", verify=str(tmp_path / "missing.pem"))
+    client = d.Client("https://x.example", token="t", verify=certifi.where())
+    client.close()
+    missing = str(tmp_path / "missing.pem")
+    with pytest.raises(d.ConfigError, match=r"verify: CA bundle '.*missing\.pem' cannot be loaded"):
+        d.Client("https://x.example", token="t", verify=missing)
+    with pytest.raises(d.ConfigError, match="verify: 1 is not"):
+        d.Client("https://x.example", token="t", verify=1)

@@ -14,7 +14,7 @@ from dci6bridge.secret import Secret
 
 from ._converter import parser
 from ._core import Call, Core
-from ._http import HTTPX_VERSION, AsyncSession, SyncSession
+from ._http import HTTPX_VERSION, AsyncSession, AsyncTransport, SyncSession, SyncTransport
 from ._retry import RetryPolicy
 from .models import ConnectionCheck, WhoAmI
 from .query import Condition, SortKey
@@ -141,7 +141,7 @@ class Client:
         verify: bool | str = True,
         timeout: float = 30.0,
         retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, shared safely
-        transport: Any = None,
+        transport: SyncTransport | None = None,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] | None = None,
         user_agent: str | None = None,
@@ -235,7 +235,7 @@ class AsyncClient:
         verify: bool | str = True,
         timeout: float = 30.0,
         retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, shared safely
-        transport: Any = None,
+        transport: AsyncTransport | None = None,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         user_agent: str | None = None,

@@ -23,18 +23,20 @@ import attrs
 import httpx
 import tenacity
 
-from dci6bridge.errors import APIConnectionError, APITimeoutError, Dci6BridgeError
+from dci6bridge.errors import APIConnectionError, APITimeoutError, ConfigError, Dci6BridgeError
 from dci6bridge.secret import Secret
 
 from ._core import Call, Core
 from ._retry import Failure, RetryPolicy
 
-__all__ = ["HTTPX_VERSION", "AsyncSession", "SyncSession", "Transport"]
+__all__ = ["HTTPX_VERSION", "AsyncSession", "AsyncTransport", "SyncSession", "SyncTransport"]
 
 T = TypeVar("T")
 HTTPX_VERSION: Final = httpx.__version__
-Transport = httpx.BaseTransport | httpx.AsyncBaseTransport
-"""What ``transport=`` accepts: e.g. ``httpx.MockTransport`` or the simulator's."""
+SyncTransport = httpx.BaseTransport
+"""What ``Client(transport=...)`` accepts: e.g. ``httpx.MockTransport``, ``fake.transport``."""
+AsyncTransport = httpx.AsyncBaseTransport
+"""What ``AsyncClient(transport=...)`` accepts (``httpx.MockTransport`` is both kinds)."""
 
 _NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _RESPONSE_LOST: Final = (
@@ -70,7 +72,12 @@ class _PastDeadline(tenacity.stop.stop_base):
 
 def _tls(verify: bool | str) -> bool | ssl.SSLContext:
     if isinstance(verify, str):
-        return ssl.create_default_context(cafile=verify)
+        try:
+            return ssl.create_default_context(cafile=verify)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"verify: CA bundle {verify!r} cannot be loaded ({exc})") from None
+    if not isinstance(verify, bool):
+        raise ConfigError(f"verify: {verify!r} is not True, False or a CA bundle path")
     return verify
 
 
