@@ -23,6 +23,7 @@ from .base import DepartmentTask, OutboxMsg, StoredService, Transition
 __all__ = [
     "SERVICE_COLUMNS",
     "canonical_json",
+    "check_mapping",
     "digest",
     "outbox_from_row",
     "service_from_row",
