@@ -89,7 +89,7 @@ class OutboxRelay:
             mid-batch they are delivered again after that.
         base_backoff, max_backoff: retry delay after a raising callback
             (``base * 2**attempts``, capped).
-        on_delivered: called after each successful delivery (e.g. failpoints).
+        on_acked: called after each acknowledged batch (e.g. a failpoint).
     """
 
     def __init__(
