@@ -219,3 +219,23 @@ def test_expires_at_parsing() -> None:
     assert parse_expires_at(None) is None
     assert parse_expires_at("") is None
     assert parse_expires_at("garbage") is None
+
+
+def test_one_relogin_when_20_tasks_get_401(api: MockApi, make_async_client) -> None:
+    stale = "TOKEN-0001-SECRETVALUE"
+
+    async def by_token(request: httpx.Request) -> httpx.Response:
+        if request.headers["x-xsrf-token"] == stale:
+            await asyncio.sleep(0.01)
+            return httpx.Response(401, json={"error": {"code": 3001, "msg": "expired"}})
+        return httpx.Response(200, json={"id": 5})
+
+    async def run() -> None:
+        async with make_async_client() as client:
+            api.on("GET", PATH, OK)
+            await client.servers.get(5)
+            api.on("GET", PATH, by_token)
+            await asyncio.gather(*(client.servers.get(5) for _ in range(20)))
+
+    asyncio.run(run())
+    assert api.logins == 2

@@ -93,9 +93,14 @@ class _Gen:
                 lookup = self.bind("lk", dict(enums[0]._value2member_map_))
                 slow = self.bind("h", self.conv.get_structure_hook(t))
                 return (
-                    f"(None if {v} is None else {lookup}.get({v}, {v}) "
-                    f"if {v}.__class__ is str else {slow}({v}, None))"
+                    f"({lookup}.get({v}, {v}) if {v}.__class__ is str "
+                    f"else None if {v} is None else {slow}({v}, None))"
                 )
+            # the usual case, a value of the right type, costs a single test
+            if members == [str]:
+                return f"({v} if {v}.__class__ is str or {v} is None else _text({v}, None))"
+            if members == [int]:
+                return f"({v} if {v}.__class__ is int or {v} is None else _int({v}))"
             if len(members) == 1:
                 return f"(None if {v} is None else {self.expr(members[0], v)})"
         hook = self.bind("h", self.conv.get_structure_hook(t))
