@@ -214,3 +214,9 @@ def test_closed_client_refuses(api: MockApi, make_client) -> None:
     client.close()
     with pytest.raises(d.APIConnectionError, match="closed"):
         client.servers.get(5)
+
+
+def test_other_httpx_errors_map_to_the_tree(api: MockApi, make_client) -> None:
+    api.on("GET", PATH, httpx.DecodingError("bad gzip"))
+    with pytest.raises(d.APIConnectionError, match="DecodingError"):
+        make_client().servers.get(5)

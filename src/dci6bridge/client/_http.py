@@ -286,7 +286,7 @@ class SyncSession(_SessionBase):
         outcome: httpx.Response | Exception
         try:
             outcome = self._once(attempts)
-        except httpx.TransportError as exc:
+        except httpx.HTTPError as exc:
             outcome = exc
         if self._first_is_final(policy, attempts, outcome):
             assert isinstance(outcome, httpx.Response)
@@ -299,7 +299,7 @@ class SyncSession(_SessionBase):
         retrying = tenacity.Retrying(sleep=self.sleep, **self._retrying_kwargs(policy, attempts))
         try:
             result: httpx.Response = retrying(again)
-        except httpx.TransportError as exc:
+        except httpx.HTTPError as exc:
             raise self._connection_error(exc, attempts) from None
         return result
 
@@ -401,7 +401,7 @@ class AsyncSession(_SessionBase):
         outcome: httpx.Response | Exception
         try:
             outcome = await self._once(attempts)
-        except httpx.TransportError as exc:
+        except httpx.HTTPError as exc:
             outcome = exc
         if self._first_is_final(policy, attempts, outcome):
             assert isinstance(outcome, httpx.Response)
@@ -416,7 +416,7 @@ class AsyncSession(_SessionBase):
         )
         try:
             result: httpx.Response = await retrying(again)
-        except httpx.TransportError as exc:
+        except httpx.HTTPError as exc:
             raise self._connection_error(exc, attempts) from None
         return result
 
