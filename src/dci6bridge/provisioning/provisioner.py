@@ -55,6 +55,7 @@ from .steps import (
     Advance,
     Fail,
     Idle,
+    Retry,
     StepContext,
     StepSettings,
     Wait,
@@ -571,7 +572,7 @@ class Provisioner:
                 except (LeaseLost, StaleState):
                     raise
                 except RETRYABLE as exc:
-                    self._retry_later(ctx, exc)
+                    self._retry_later(ctx, type(exc).__name__, str(exc))
                     return
                 except _PERMANENT as exc:
                     outcome = Fail(_error_kind(exc), str(exc))
@@ -579,12 +580,15 @@ class Provisioner:
                     raise
                 except Exception as exc:
                     log.exception("service %s: unexpected error in %s", sid, ctx.row.state)
-                    self._retry_later(ctx, exc)
+                    self._retry_later(ctx, type(exc).__name__, str(exc))
                     return
                 if isinstance(outcome, Idle):
                     if ctx.row.runnable:
                         ctx.checkpoint("housekeeping", {"runnable": False})
                     self._release(ctx)
+                    return
+                if isinstance(outcome, Retry):
+                    self._retry_later(ctx, "not yet", outcome.reason)
                     return
                 if isinstance(outcome, Wait):
                     self._release(ctx, not_before=ctx.now() + max(0.0, outcome.delay))
@@ -621,9 +625,9 @@ class Provisioner:
         )
         self.failpoints.hit("after:store.release")
 
-    def _retry_later(self, ctx: StepContext, exc: BaseException) -> None:
+    def _retry_later(self, ctx: StepContext, what: str, why: str) -> None:
         attempts = ctx.row.attempts + 1
-        reason = f"{ctx.row.state}: {exc}"[:1000]
+        reason = f"{ctx.row.state}: {why}"[:1000]
         if attempts >= self.max_attempts:
             outcome = self._failure(
                 ctx,
@@ -642,7 +646,7 @@ class Provisioner:
             "service %s: %s failed (%s); attempt %d/%d, retry in %.1f s",
             ctx.service_id,
             ctx.row.state,
-            type(exc).__name__,
+            what,
             attempts,
             self.max_attempts,
             delay,

@@ -1,12 +1,12 @@
 """One function per state: read the remote truth, act at most once, name the next state.
 
 Every step follows ``reference/durability.md`` §3: the intent of a non-idempotent call is
-durable before the call (the reserved server, the recorded user, the install checkpoint
-with the root password), and after a crash, a timeout or a lost response the step **reads
-back** before deciding whether to call again. A step returns an outcome
-(:class:`Advance`, :class:`Wait`, :class:`Fail`, :class:`Idle`); the provisioner turns it
-into exactly one fenced store write. Retryable trouble is raised (:data:`RETRYABLE`);
-the provisioner backs off and counts the attempt.
+durable before the call (the reserved server, the recorded user, the install intent with
+the root password and the baseline operation), and after a crash, a timeout or a lost
+response the step **reads back** before deciding whether to call again. A step returns
+an outcome (:class:`Advance`, :class:`Wait`, :class:`Fail`, :class:`Retry`,
+:class:`Idle`); the provisioner turns it into one fenced store write. Retryable errors
+(:data:`RETRYABLE`) are raised; the provisioner backs off and counts the attempt.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from dci6bridge.errors import (
     BadRequestError,
     ConfigError,
     ConflictError,
-    Dci6BridgeError,
     NotFoundError,
     SelectionError,
     ServerError,
@@ -50,8 +49,8 @@ __all__ = [
     "Advance",
     "Fail",
     "Idle",
-    "NotYet",
     "Outcome",
+    "Retry",
     "StepContext",
     "StepSettings",
     "Wait",
@@ -73,18 +72,12 @@ CLAIM_PAGE = 10
 MAX_CLAIM_PAGES = 20
 
 
-class NotYet(Dci6BridgeError):
-    """A step cannot finish now but may later (e.g. every free server is reserved by
-    another service right now); retried with backoff and counted as an attempt."""
-
-
-#: Errors worth retrying: DCImanager unreachable or overloaded, a busy object, a
-#: condition that may clear. Everything else fails the service with a department task.
+#: Errors worth retrying: DCImanager unreachable or overloaded, a busy object. Everything
+#: else fails the service with a department task.
 RETRYABLE: tuple[type[BaseException], ...] = (
     APIConnectionError,
     ServerError,
     ConflictError,
-    NotYet,
 )
 
 
@@ -125,11 +118,19 @@ class Fail:
 
 
 @attrs.frozen
+class Retry:
+    """The step cannot finish now but may later (e.g. every free server is reserved by
+    another service right now): back off and count the attempt, like a retryable error."""
+
+    reason: str
+
+
+@attrs.frozen
 class Idle:
     """The service has nothing to do (state matches what billing wants)."""
 
 
-Outcome = Advance | Wait | Fail | Idle
+Outcome = Advance | Wait | Fail | Retry | Idle
 
 
 # --------------------------------------------------------------------------- context
@@ -506,7 +507,7 @@ def _claiming_server(ctx: StepContext) -> Outcome:
         # every server of this page is reserved by another service (in flight, or a
         # closed or failed one the reconciler has not swept yet): read on
     else:
-        raise NotYet(
+        return Retry(
             f"the first {MAX_CLAIM_PAGES * CLAIM_PAGE} free servers of configuration "
             f"{cfg!r} are all reserved by other services"
         )
