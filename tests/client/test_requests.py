@@ -299,6 +299,8 @@ def test_bad_arguments_name_field_and_value(api: MockApi, make_client, call, fra
         ({"email": "x", "password": "p"}, "email: 'x'"),
         ({"token": "t", "timeout": 0}, "timeout: 0"),
         ({"token": "t", "retry": 3}, "retry: 3"),
+        ({"token": ""}, "token: must be"),
+        ({"email": "a@b.c", "password": 1234}, "password: must be"),
     ],
 )
 def test_client_rejects_bad_configuration(kwargs, fragment) -> None:

@@ -18,8 +18,12 @@ import attrs
 
 from dci6bridge import __version__
 from dci6bridge.client._checks import is_text
-from dci6bridge.errors import APIStatusError as APIStatusError
-from dci6bridge.errors import ConfigError, ResponseValidationError, status_error_class
+from dci6bridge.errors import (
+    APIStatusError,
+    ConfigError,
+    ResponseValidationError,
+    status_error_class,
+)
 from dci6bridge.secret import Secret
 
 from ._converter import decode_json, encode_json
@@ -165,6 +169,9 @@ class Core:
             problems.append("credentials: give email and password, or token")
         if email is not None and (not is_text(email) or "@" not in email):
             problems.append(f"email: {email!r} is not an email address")
+        for name, secret in (("password", password), ("token", token)):
+            if secret is not None and not isinstance(secret, Secret) and not is_text(secret):
+                problems.append(f"{name}: must be a non-empty string or Secret")
         if not is_text(api_prefix, empty=True):
             problems.append(f"api_prefix: {api_prefix!r} is not a string")
         if problems:
