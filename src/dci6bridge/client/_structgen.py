@@ -4,8 +4,9 @@ cattrs' generated functions call one hook per field through its dispatch, and wr
 optional fields in a generic helper; on a 10,000-server list that costs more than the
 JSON decoding. This module generates, once per class, a plain function that converts
 each field inline (``v if v.__class__ is str else ...``), calls nested classes'
-functions directly and builds the instance positionally. Semantics match the lenient
-converter; any exception falls back to the detailed converter, which explains it.
+functions directly and stores each value through the slot descriptor. Semantics match
+the lenient converter (a property test compares them); any exception falls back to the
+detailed converter, which explains it.
 """
 
 from __future__ import annotations
