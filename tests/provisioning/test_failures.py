@@ -401,3 +401,21 @@ def test_when_other_services_hold_a_locations_last_servers_the_next_module_serve
         prov.store.release(lease)
     drive(prov)
     assert {s.status for s in prov.services()} == {ServiceStatus.ACTIVE}
+
+
+def test_an_aged_lease_is_renewed_before_a_remote_call(
+    make_prov: Callable[..., Provisioner], fake: FakeDCImanager, new_order: NewOrder
+) -> None:
+    from dci6bridge.provisioning._failpoints import Failpoints
+
+    fp = Failpoints(["*=stall:0@0"], sleep=lambda s: None)  # records every point
+    prov = make_prov(lease_ttl=30.0, failpoints=fp)
+    prov.open(new_order())
+    [lease] = prov.store.acquire(prov.worker_id, 30.0, 1)
+    fake.advance(12.0)  # e.g. it waited in a batch behind other services
+    ctx = prov._context(lease)
+    prov._transition(ctx, run_step(ctx))  # pending -> selecting_module: no remote call
+    assert "after:store.renew" not in fp.hits
+    run_step(ctx)  # reads the free counts: renews first
+    assert fp.hits.index("after:store.renew") < fp.hits.index("before:servers.configurations")
+    assert ctx.lease.until >= fake.clock.now() + 29.0

@@ -184,7 +184,6 @@ class StepContext:
         self.rng = rng
         self.settings = settings
         self._monotonic = monotonic
-        self._renewed_at = monotonic()
         self._store_now: tuple[float, float] | None = None
         self._order: Order | None = None
         #: servers read in this lease (still fresh for the next step of the same lease)
@@ -247,10 +246,11 @@ class StepContext:
     # ------------------------------------------------------------------ remote calls
     def call(self, name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Make remote call ``name`` (``servers.set_owner``, ...) with failpoints around
-        it; renew the lease first when a third of its TTL has passed."""
-        if self._monotonic() - self._renewed_at > self.settings.lease_ttl / 3:
-            self.lease = self.store.renew(self.lease, self.settings.lease_ttl)
-            self._renewed_at = self._monotonic()
+        it; renew the lease first when a third of its TTL has passed (a lease taken in
+        a batch may have aged while the services before it were worked on)."""
+        ttl = self.settings.lease_ttl
+        if self.lease.until - self.now() < ttl * 2 / 3:
+            self.lease = self.store.renew(self.lease, ttl)
             self.failpoints.hit("after:store.renew")
         self.failpoints.hit(f"before:{name}")
         result = fn(*args, **kwargs)
