@@ -14,9 +14,8 @@ __version__ = "0.1.0"
 # name -> module that defines it (relative to this package)
 _EXPORTS: dict[str, str] = {
     # errors
-    **{
-        name: ".errors"
-        for name in (
+    **dict.fromkeys(
+        (
             "APIConnectionError",
             "APIStatusError",
             "APITimeoutError",
@@ -40,17 +39,17 @@ _EXPORTS: dict[str, str] = {
             "SpecMismatch",
             "StaleState",
             "StoreError",
-        )
-    },
+        ),
+        ".errors",
+    ),
     "Secret": ".secret",
     # client
     "Client": ".client",
     "AsyncClient": ".client",
     "RetryPolicy": ".client",
     "Q": ".client",
-    **{
-        name: ".client.models"
-        for name in (
+    **dict.fromkeys(
+        (
             "ActionResult",
             "ConfigurationCount",
             "ConnectionCheck",
@@ -64,15 +63,15 @@ _EXPORTS: dict[str, str] = {
             "ServerIp",
             "SwitchConnection",
             "User",
-        )
-    },
+        ),
+        ".client.models",
+    ),
     # domain and selection
-    **{n: ".domain" for n in ("Catalog", "DataCenter", "Order", "ProcessingModule", "Tariff")},
-    **{n: ".selection" for n in ("Rejection", "Selection", "select_module")},
+    **dict.fromkeys(("Catalog", "DataCenter", "Order", "ProcessingModule", "Tariff"), ".domain"),
+    **dict.fromkeys(("Rejection", "Selection", "select_module"), ".selection"),
     # stores
-    **{
-        n: ".stores"
-        for n in (
+    **dict.fromkeys(
+        (
             "DepartmentTask",
             "MemoryStore",
             "PostgresStore",
@@ -80,13 +79,14 @@ _EXPORTS: dict[str, str] = {
             "StatusStore",
             "Transition",
             "open_store",
-        )
-    },
+        ),
+        ".stores",
+    ),
     # orchestrator
-    **{
-        n: ".provisioning"
-        for n in ("Event", "Provisioner", "Service", "ServiceState", "ServiceStatus", "Worker")
-    },
+    **dict.fromkeys(
+        ("Event", "Provisioner", "Service", "ServiceState", "ServiceStatus", "Worker"),
+        ".provisioning",
+    ),
 }
 
 __all__ = [
@@ -172,6 +172,7 @@ if TYPE_CHECKING:
         SwitchConnection,
         User,
     )
+    from .domain import Catalog, DataCenter, Order, ProcessingModule, Tariff
     from .errors import (
         APIConnectionError,
         APIStatusError,
@@ -197,7 +198,6 @@ if TYPE_CHECKING:
         StaleState,
         StoreError,
     )
-    from .domain import Catalog, DataCenter, Order, ProcessingModule, Tariff
     from .provisioning import Event, Provisioner, Service, ServiceState, ServiceStatus, Worker
     from .secret import Secret
     from .selection import Rejection, Selection, select_module
