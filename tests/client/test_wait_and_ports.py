@@ -130,3 +130,13 @@ def test_async_ports_on(api: MockApi, make_async_client) -> None:
     result = asyncio.run(run())
     assert {c.admin_status for c in result.switch_connection} == {PortStatus.UP}
     assert api.paths().count("GET /api/dci/v3/server/5") == 2
+
+
+def test_wait_needs_another_operation_id(api: MockApi, make_client, clock: FakeTime) -> None:
+    """Ids are compared for difference (not order); an id-less operation never counts."""
+    no_id = httpx.Response(200, json={"id": 5, "operation": {"status": "ok"}})
+    api.on("GET", PATH, op(9, "ok"), no_id, op(3, "ok"))
+    server = make_client().servers.wait(5, poll_interval=1, after_operation_id=9)
+    assert server.operation is not None
+    assert server.operation.id == 3
+    assert clock.sleeps == [1, 1]

@@ -147,10 +147,13 @@ def _status_text(op: Operation | None) -> str | None:
 class Waiter:
     """When a polled server is done, failed or out of time; pure, the caller polls.
 
-    Done means: the operation is terminal and, if ``after_operation_id`` was given, it is a
-    newer operation than that one (so a wait right after an action does not return on
-    the previous operation's ``ok``). A server without any operation counts as done only
-    when no newer operation is awaited.
+    Done means: the operation is terminal and, if ``after_operation_id`` was given, it is
+    another operation than that one (so a wait right after an action does not return on
+    the previous operation's ``ok``). Operation ids are compared for inequality, not
+    order, since the platform does not promise increasing ids; an operation without an
+    id never counts as the awaited one, so an unreadable answer times out rather than
+    returning early. A server without any operation counts as done only when no new
+    operation is awaited.
     """
 
     server_id: int
@@ -185,7 +188,7 @@ class Waiter:
         """``None`` when done; seconds to sleep before the next poll; raises on failure."""
         op = server.operation
         newer = self.after_operation_id is None or (
-            op is not None and op.id is not None and op.id > self.after_operation_id
+            op is not None and op.id is not None and op.id != self.after_operation_id
         )
         status = _status_text(op)
         if newer and (op is None or op.status is None or op.is_terminal):
