@@ -41,7 +41,8 @@ def _field_name(name: object) -> str:
 
 
 def literal(value: object, *, field: str = "value") -> str:
-    """``value`` as a filter literal: quoted string (quotes doubled), bare number/bool."""
+    """``value`` as a filter literal: a quoted string (quotes and backslashes doubled),
+    a bare number or ``true``/``false``."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
