@@ -20,7 +20,9 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
+import types
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,9 +48,21 @@ from dci6bridge.testing.chaos import (
 PASSWORD_ENV = "DCI6BRIDGE_CHAOS_DCI_PASSWORD"
 CONFIGURATION = "E3-1230v6-64Gb-2x480SSD"
 OS_TEMPLATE = "Ubuntu 22.04"
+#: The tariff's second template (for reinstalls).
+OTHER_TEMPLATE = "Debian 12"
 #: States a service rests in; anything else is still being worked on.
 #: What forked workers run (``WorkerFleet(entry=...)``): the worker command's own main.
 WORKER_ENTRY = "dci6bridge.provisioning.worker:main"
+#: Imported once by the fork server so a restarted worker is productive at once
+#: (httpx imports its transport lazily, the store backends are imported on first use).
+WORKER_PRELOAD = (
+    "httpcore",
+    "httpx",
+    "dci6bridge.connect",
+    "dci6bridge.stores.sqlite",
+    "dci6bridge.stores.postgres",
+    "psycopg",
+)
 RESTING = frozenset({"active", "suspended", "closed", "failed"})
 TARGET = {"active": "active", "suspended": "suspended", "closed": "closed"}
 
@@ -74,6 +88,105 @@ def catalog_toml(data: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
             lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
             lines.append("")
     return "\n".join(lines)
+
+
+def catalog_data(
+    url: str, admin_email: str, *, locations: int, ipv4_count: int = 0
+) -> dict[str, list[dict[str, Any]]]:
+    """The catalog of a chaos world: one data center and module per simulator location
+    (module ``dci-N`` at sort N, so the lowest location fills first), one tariff sold
+    by all of them. The admin password comes from :data:`PASSWORD_ENV`."""
+    return {
+        "data_centers": [
+            {"name": f"DC{n}", "location_id": n, "sort": n} for n in range(1, locations + 1)
+        ],
+        "modules": [
+            {
+                "name": f"dci-{n}",
+                "data_center": f"DC{n}",
+                "url": url,
+                "username": admin_email,
+                "password_env": PASSWORD_ENV,
+                "department": f"Support-{n}",
+                "sort": n,
+            }
+            for n in range(1, locations + 1)
+        ],
+        "tariffs": [
+            {
+                "name": "E3",
+                "configuration": CONFIGURATION,
+                "os_templates": [OS_TEMPLATE, OTHER_TEMPLATE],
+                "modules": [f"dci-{n}" for n in range(1, locations + 1)],
+                "ipv4_count": ipv4_count,
+            }
+        ],
+    }
+
+
+#: The life of a service in the crash matrix: (billing request, state it must reach).
+LIFECYCLE: tuple[tuple[str, str], ...] = (
+    ("open", "active"),
+    ("reboot", "active"),
+    ("reinstall", "active"),
+    ("suspend", "suspended"),
+    ("resume", "active"),
+    ("close", "closed"),
+)
+#: Failpoints hit by the billing side (``Provisioner.open`` and requests), not a worker.
+BILLING_POINTS = frozenset({"after:store.create_service", "after:store.request"})
+
+
+def lifecycle_request(prov: Provisioner, order: Order, action: str) -> None:
+    """Make billing request ``action`` of :data:`LIFECYCLE` for ``order``."""
+    if action == "open":
+        prov.open(order)
+    elif action == "reinstall":
+        prov.reinstall(order.service_id, OTHER_TEMPLATE)
+    else:
+        getattr(prov, action)(order.service_id)
+
+
+def probe_failpoints() -> dict[str, str]:
+    """Every failpoint one service passes through in :data:`LIFECYCLE`, mapped to the
+    request during which it is first reached, in order of first hit. Found by running
+    the lifecycle in-process against the simulator with every point armed at
+    probability 0 (counted, never fired), so the matrix follows the orchestrator as it
+    changes instead of a hand-kept list."""
+    from dci6bridge import MemoryStore
+    from dci6bridge.provisioning._failpoints import Failpoints
+
+    fake = FakeDCImanager.with_inventory(
+        locations=1, servers_per_location=2, configurations=(CONFIGURATION,), install_duration=5
+    )
+    catalog = Catalog.from_dict(
+        catalog_data(fake.url, fake.admin_email, locations=1, ipv4_count=1),
+        environ={PASSWORD_ENV: fake.admin_password},
+    )
+    probe = Failpoints("*=0")
+    order = Order(
+        service_id="PROBE-1", tariff="E3", os_template=OS_TEMPLATE, customer_email="p@example.com"
+    )
+    first: dict[str, str] = {}
+    with Provisioner(
+        catalog,
+        MemoryStore(clock=fake.clock.now),
+        transport=fake.transport,
+        clock=fake.clock.now,
+        sleep=fake.advance,
+        poll_interval=1.0,
+        failpoints=probe,
+        worker_id="probe",
+    ) as prov:
+        for action, target in LIFECYCLE:
+            lifecycle_request(prov, order, action)
+            prov.run_until_idle(advance=fake.advance)
+            state = prov.get(order.service_id).state.value
+            if state != target:
+                raise AssertionError(f"probe: {action} ended in {state}, not {target}")
+            for point in probe.hits:
+                first.setdefault(point, action)
+    return first
 
 
 @attrs.define
@@ -199,6 +312,16 @@ class ChaosResult:
     pauses: int
     report: InvariantReport
     log: str
+    progress: list[tuple[float, int]] = attrs.field(factory=list)
+
+    def timeline(self, step: float = 5.0) -> str:
+        """Active services every ``step`` seconds of the run."""
+        out, mark = [], 0.0
+        for t, active in self.progress:
+            if t >= mark:
+                out.append(f"{t:.0f}s:{active}")
+                mark = t + step
+        return " ".join(out)
 
     def summary(self) -> str:
         """One line for the test output."""
@@ -215,6 +338,7 @@ class ChaosKit:
         self.tmp = tmp_path
         self._stack = contextlib.ExitStack()
         self._n = 0
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         self._stack.close()
@@ -231,13 +355,15 @@ class ChaosKit:
         token_ttl: float | None = None,
         seed: int = 1,
         shared_customers_every: int = 10,
+        ipv4_count: int = 0,
     ) -> World:
         """A served simulator with ``locations`` modules (lowest sort first) selling one
         tariff, a catalog file for the workers, and ``orders`` orders (every
         ``shared_customers_every``-th order reuses the previous customer, so some
         customers own two servers through one DCImanager user)."""
-        self._n += 1
-        wdir = self.tmp / f"world{self._n}"
+        with self._lock:
+            self._n += 1
+            wdir = self.tmp / f"world{self._n}"
         wdir.mkdir()
         if servers_per_location is None:
             servers_per_location = orders // locations + 10
@@ -250,32 +376,9 @@ class ChaosKit:
             faults=faults,
             token_ttl=token_ttl,
         )
-        url = self._stack.enter_context(fake.serve())
-        data = {
-            "data_centers": [
-                {"name": f"DC{n}", "location_id": n, "sort": n} for n in range(1, locations + 1)
-            ],
-            "modules": [
-                {
-                    "name": f"dci-{n}",
-                    "data_center": f"DC{n}",
-                    "url": url,
-                    "username": fake.admin_email,
-                    "password_env": PASSWORD_ENV,
-                    "department": f"Support-{n}",
-                    "sort": n,
-                }
-                for n in range(1, locations + 1)
-            ],
-            "tariffs": [
-                {
-                    "name": "E3",
-                    "configuration": CONFIGURATION,
-                    "os_templates": [OS_TEMPLATE],
-                    "modules": [f"dci-{n}" for n in range(1, locations + 1)],
-                }
-            ],
-        }
+        with self._lock:
+            url = self._stack.enter_context(fake.serve())
+        data = catalog_data(url, fake.admin_email, locations=locations, ipv4_count=ipv4_count)
         path = wdir / "catalog.toml"
         path.write_text(catalog_toml(data), encoding="utf-8")
         catalog = Catalog.from_dict(data, environ={PASSWORD_ENV: fake.admin_password})
@@ -303,6 +406,37 @@ class ChaosKit:
             seed=seed,
         )
 
+    def fleet(
+        self,
+        world: World,
+        *,
+        size: int = 1,
+        failpoints: str | None = None,
+        lease_ttl: float = 1.0,
+        poll_interval: float = 0.1,
+        cli: bool = False,
+        name: str = "w",
+        rng: random.Random | None = None,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> WorkerFleet:
+        """Workers for ``world`` (not started): forked from the fork server, or
+        (``cli=True``) real ``python -m dci6bridge worker`` processes."""
+        counter = iter(range(1, 1_000_000))
+        return WorkerFleet(
+            lambda slot: world.worker_argv(
+                f"{name}{slot}.{next(counter)}",
+                lease_ttl=lease_ttl,
+                poll_interval=poll_interval,
+                cli=cli,
+            ),
+            size=size,
+            env=world.env(failpoints, **(extra_env or {})),
+            log_dir=world.dir / "logs",
+            rng=rng or random.Random(world.seed),
+            entry=None if cli else WORKER_ENTRY,
+            preload=WORKER_PRELOAD,
+        )
+
     def run(
         self,
         world: World,
@@ -316,6 +450,7 @@ class ChaosKit:
         store_url: str | None = None,
         extra_env: Mapping[str, str] | None = None,
         reconcile: bool = True,
+        expire_tokens: float = 0.0,
     ) -> ChaosResult:
         """Open every order, run ``workers`` worker processes under the nemesis until
         every service rests (or ``budget`` seconds pass), stop them, run the reconciler
@@ -323,7 +458,9 @@ class ChaosKit:
 
         Nemesis, every ``kill_every`` seconds (uniform): SIGKILL a random worker; with
         ``pause = (probability, seconds)``, instead freeze one for ``seconds`` (past its
-        lease) with that probability. Dead workers are restarted at once.
+        lease) with that probability; with probability ``expire_tokens``, also revoke
+        every DCImanager session (the workers' next calls get 401 and log in again).
+        Dead workers are restarted within 50 ms.
         """
         rng = random.Random(world.seed)
         store = open_store(store_url or world.store_url)
@@ -340,27 +477,34 @@ class ChaosKit:
                 log_dir=world.dir / "logs",
                 rng=rng,
                 entry=WORKER_ENTRY,
+                preload=WORKER_PRELOAD,
             )
             start = time.monotonic()
             deadline = start + budget
             done = False
             counts: dict[str, int] = {}
+            next_check = start
+            progress: list[tuple[float, int]] = []
+            next_hit = start + rng.uniform(*kill_every) if kill_every else float("inf")
             with fleet:
-                while time.monotonic() < deadline:
-                    if kill_every is None:
-                        time.sleep(0.25)
-                    else:
-                        time.sleep(rng.uniform(*kill_every))
+                while (now := time.monotonic()) < deadline:
+                    # dead workers come back within a tick, as under a process supervisor
+                    time.sleep(0.05)
                     fleet.reap()
-                    done, counts = settled(store)
-                    if done:
-                        break
-                    if kill_every is None:
-                        continue
-                    if pause is not None and rng.random() < pause[0]:
-                        fleet.pause_random(pause[1])
-                    else:
-                        fleet.kill_random()
+                    if now >= next_check:
+                        next_check = now + 0.5
+                        done, counts = settled(store)
+                        progress.append((now - start, counts.get("active", 0)))
+                        if done:
+                            break
+                    if now >= next_hit and kill_every is not None:
+                        next_hit = now + rng.uniform(*kill_every)
+                        if pause is not None and rng.random() < pause[0]:
+                            fleet.pause_random(pause[1])
+                        else:
+                            fleet.kill_random()
+                        if expire_tokens and rng.random() < expire_tokens:
+                            world.fake.expire_tokens()
             wall = time.monotonic() - start
             if reconcile and done:
                 # the sweep may hand stale reservations to a worker: finish those too
@@ -380,6 +524,7 @@ class ChaosKit:
                 pauses=fleet.pauses,
                 report=report,
                 log=log,
+                progress=progress,
             )
         finally:
             store.close()
@@ -403,6 +548,19 @@ def warm_bytecode() -> None:
     )
 
 
+@pytest.fixture(scope="module")
+def chaos_module(
+    tmp_path_factory: pytest.TempPathFactory, warm_bytecode: None
+) -> Iterator[ChaosKit]:
+    """A :class:`ChaosKit` shared by the tests of one module (e.g. the crash matrix,
+    whose cases all run in one parallel pass)."""
+    kit = ChaosKit(tmp_path_factory.mktemp("chaos"))
+    try:
+        yield kit
+    finally:
+        kit.close()
+
+
 @pytest.fixture
 def chaos(tmp_path: Path, warm_bytecode: None) -> Iterator[ChaosKit]:
     """Build worlds and run chaos against them; everything is stopped afterwards."""
@@ -411,3 +569,21 @@ def chaos(tmp_path: Path, warm_bytecode: None) -> Iterator[ChaosKit]:
         yield kit
     finally:
         kit.close()
+
+
+@pytest.fixture(scope="session")
+def chaos_hooks() -> types.SimpleNamespace:
+    """This module's helpers for test modules, which cannot import a conftest."""
+    return types.SimpleNamespace(
+        LIFECYCLE=LIFECYCLE,
+        BILLING_POINTS=BILLING_POINTS,
+        lifecycle_request=lifecycle_request,
+        probe_failpoints=probe_failpoints,
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``worker_crash_point``: every failpoint a worker passes in :data:`LIFECYCLE`."""
+    if "worker_crash_point" in metafunc.fixturenames:
+        points = [p for p in probe_failpoints() if p not in BILLING_POINTS]
+        metafunc.parametrize("worker_crash_point", points)

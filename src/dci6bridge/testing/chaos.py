@@ -478,7 +478,9 @@ class WorkerFleet:
     :mod:`multiprocessing` fork server that has imported ``package.module`` once, and
     runs ``function(argv)``: the same worker code, but a restart costs milliseconds
     instead of an interpreter start, so a nemesis can kill hundreds of workers in a
-    short run.
+    short run. ``preload`` names more modules the fork server imports up front (those
+    the entry imports lazily, e.g. ``httpcore``). The fork server is started once per
+    test process, so the first fleet's ``preload`` is the one that counts.
 
     Output of each process goes to ``log_dir/worker-<slot>.log`` (appended across
     restarts). Counters: ``kills`` (SIGKILLs sent), ``pauses``, ``crashes`` (exits with
@@ -496,6 +498,7 @@ class WorkerFleet:
         log_dir: Path,
         rng: random.Random,
         entry: str | None = None,
+        preload: Sequence[str] = (),
     ) -> None:
         if size < 1:
             raise ValueError(f"size: {size!r} is not a positive number of workers")
@@ -510,7 +513,7 @@ class WorkerFleet:
         self._ctx: Any = None
         if entry is not None:
             self._ctx = multiprocessing.get_context("forkserver")
-            self._ctx.set_forkserver_preload([entry.partition(":")[0]])
+            self._ctx.set_forkserver_preload([entry.partition(":")[0], *preload])
         self._members: dict[int, _Member] = {}
         self._lock = threading.Lock()
         self._paused: set[int] = set()
