@@ -1,0 +1,77 @@
+"""Negative controls (T6/T7 mutation controls): the chaos run with a safety mechanism
+switched off by its test-only switch must FAIL the invariant checker. A control that
+cannot fail would prove nothing about the suites that pass.
+
+* fencing off (``?unsafe_disable_fencing=1`` on the store URL): workers frozen past
+  their lease (SIGSTOP ... SIGCONT) wake up and write over their successors, which
+  breaks the history chain (I2);
+* read-back off (``DCI6BRIDGE_UNSAFE_SKIP_READBACK=1``): after a crash or a lost answer
+  right after a non-idempotent call, the call is made again blindly, which leaves
+  duplicate users or installs in DCImanager (I4).
+
+Both are the chaos run of ``test_chaos.py`` made smaller and sharper (more stalls, more
+lost answers on the non-idempotent calls) so that they fail reliably in a short run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from dci6bridge.testing._faults import Faults
+
+ORDERS = 100
+WORKERS = 6
+LEASE_TTL = 1.5
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_without_fencing_the_checker_finds_lost_transitions(chaos: Any) -> None:
+    world = chaos.world(
+        orders=ORDERS, install_duration=0.3, faults=Faults(latency_ms=(1.0, 5.0)), seed=31
+    )
+    result = chaos.run(
+        world,
+        workers=WORKERS,
+        failpoints=None,
+        kill_every=(0.2, 0.4),
+        pause=(0.9, 2 * LEASE_TTL),
+        lease_ttl=LEASE_TTL,
+        budget=45.0,
+        store_url=f"{world.store_url}?unsafe_disable_fencing=1",
+    )
+    print(result.summary())
+    print(result.report.format(limit=1) if not result.report.ok else "no violation")
+    assert result.pauses >= 10
+    found = result.report.by_invariant()
+    assert found.get("I2", 0) > 0, f"fencing off, yet no history violation: {result.summary()}"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_without_readback_the_checker_finds_duplicates(chaos: Any) -> None:
+    faults = Faults(
+        unavailable_rate=0.02,
+        unavailable_burst=2,
+        lost_response_rate=0.15,
+        lost_response_routes=("users.create", "servers.install_os", "servers.set_owner"),
+        latency_ms=(1.0, 5.0),
+    )
+    world = chaos.world(orders=ORDERS, install_duration=0.3, faults=faults, seed=32)
+    result = chaos.run(
+        world,
+        workers=WORKERS,
+        failpoints="after:users.create=0.1,after:servers.install_os=0.1,*=0.02",
+        budget=60.0,
+        extra_env={"DCI6BRIDGE_UNSAFE_SKIP_READBACK": "1"},
+    )
+    print(result.summary())
+    print(result.report.format(limit=1) if not result.report.ok else "no violation")
+    duplicates = [
+        v
+        for v in result.report.violations
+        if v.invariant == "I4" and ("remote users" in v.message or "OS installs" in v.message)
+    ]
+    assert duplicates, f"read-back off, yet no duplicate user or install: {result.summary()}"
