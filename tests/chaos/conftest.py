@@ -575,6 +575,11 @@ def chaos(tmp_path: Path, warm_bytecode: None) -> Iterator[ChaosKit]:
 def chaos_hooks() -> types.SimpleNamespace:
     """This module's helpers for test modules, which cannot import a conftest."""
     return types.SimpleNamespace(
+        CONFIGURATION=CONFIGURATION,
+        OS_TEMPLATE=OS_TEMPLATE,
+        PASSWORD_ENV=PASSWORD_ENV,
+        catalog_data=catalog_data,
+        catalog_toml=catalog_toml,
         LIFECYCLE=LIFECYCLE,
         BILLING_POINTS=BILLING_POINTS,
         lifecycle_request=lifecycle_request,

@@ -1,6 +1,8 @@
 """Chaos runs (T3/T4): worker processes against one served simulator and one store,
-SIGKILLed at random, crashing at random failpoints, with 503s, expiring tokens, lost
-responses and latency; afterwards invariants I1-I5 must hold.
+SIGKILLed at random, frozen past their lease at random, crashing at random failpoints,
+with 503s, revoked tokens, lost responses and latency; afterwards invariants I1-I5 must
+hold. ``test_negative_controls.py`` runs the same nemesis with fencing or read-back
+switched off and must fail.
 
 Sized for CI on 2 cores: 6 workers, 300 orders, installs of 0.3 s.
 """
@@ -33,6 +35,9 @@ FAULTS = Faults(
 TOKEN_TTL = 2.0
 #: Per nemesis tick, the chance that every DCImanager session is revoked at once.
 EXPIRE_TOKENS = 0.2
+LEASE_TTL = 2.0
+#: Per nemesis tick, the chance that a worker is frozen past its lease instead of killed.
+PAUSE = (0.15, 2 * LEASE_TTL)
 
 
 def _run(chaos: Any, store_url: str | None, seed: int) -> None:
@@ -45,7 +50,14 @@ def _run(chaos: Any, store_url: str | None, seed: int) -> None:
         seed=seed,
     )
     result = chaos.run(
-        world, workers=WORKERS, failpoints="*=0.02", budget=150.0, expire_tokens=EXPIRE_TOKENS
+        world,
+        workers=WORKERS,
+        failpoints="*=0.02",
+        kill_every=(0.5, 1.0),
+        pause=PAUSE,
+        lease_ttl=LEASE_TTL,
+        budget=150.0,
+        expire_tokens=EXPIRE_TOKENS,
     )
     print(result.summary())
     print(f"active over time: {result.timeline()}")
@@ -61,6 +73,7 @@ def _run(chaos: Any, store_url: str | None, seed: int) -> None:
     # the nemesis really struck
     assert result.kills >= 10
     assert result.crashes >= 10
+    assert result.pauses >= 3
     assert any(r.lost for r in state.requests)
     assert any(r.status == 503 for r in state.requests)
     assert any(r.status == 401 for r in state.requests)
