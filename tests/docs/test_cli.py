@@ -317,3 +317,14 @@ def test_tasks_list_resolve_and_retry(env: Path, capsys: pytest.CaptureFixture[s
     assert "999" in line
     assert main(["tasks", "--all", "--json"]) == 0
     assert '"resolution": "ordered more servers"' in capsys.readouterr().out
+
+
+def test_help_never_shows_a_store_password_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DCI6BRIDGE_STORE", "postgresql://billing:hunter2@db.internal/dci")
+    with pytest.raises(SystemExit):
+        main(["status", "--help"])
+    out = capsys.readouterr().out
+    assert "hunter2" not in out
+    assert "$DCI6BRIDGE_STORE, else sqlite:///dci6bridge.db" in " ".join(out.split())

@@ -51,29 +51,40 @@ DEFAULT_CONFIG = "dci6bridge.toml"
 DEFAULT_STORE = "sqlite:///dci6bridge.db"
 
 
+def _env_option(
+    parser: argparse.ArgumentParser, flag: str, metavar: str, env: str, default: str, what: str
+) -> None:
+    # The help names the built-in default, never the environment's value: a store URL
+    # from the environment may carry a password.
+    parser.add_argument(
+        flag,
+        metavar=metavar,
+        default=os.environ.get(env, default),
+        help=f"{what} (default: ${env}, else {default})",
+    )
+
+
 def add_config_option(parser: argparse.ArgumentParser) -> None:
     """``--config PATH``: the catalog TOML file (data centers, modules, tariffs)."""
-    parser.add_argument(
+    _env_option(
+        parser,
         "--config",
-        metavar="PATH",
-        default=os.environ.get("DCI6BRIDGE_CONFIG", DEFAULT_CONFIG),
-        help=(
-            "catalog TOML file with data centers, processing modules and tariffs "
-            "(default: $DCI6BRIDGE_CONFIG or %(default)s)"
-        ),
+        "PATH",
+        "DCI6BRIDGE_CONFIG",
+        DEFAULT_CONFIG,
+        "catalog TOML file with data centers, processing modules and tariffs",
     )
 
 
 def add_store_option(parser: argparse.ArgumentParser) -> None:
     """``--store URL``: the status store (``memory://``, ``sqlite:///``, ``postgresql://``)."""
-    parser.add_argument(
+    _env_option(
+        parser,
         "--store",
-        metavar="URL",
-        default=os.environ.get("DCI6BRIDGE_STORE", DEFAULT_STORE),
-        help=(
-            "status store URL: sqlite:///path.db, postgresql://user@host/db or memory:// "
-            "(default: $DCI6BRIDGE_STORE or %(default)s)"
-        ),
+        "URL",
+        "DCI6BRIDGE_STORE",
+        DEFAULT_STORE,
+        "status store URL: sqlite:///path.db, postgresql://user@host/db or memory://",
     )
 
 
