@@ -181,6 +181,8 @@ def test_open_status_suspend_close_round_trip(
     order = ["--tariff", "E3-64", "--os-template", "Ubuntu 22.04", "--email", "jane@example.com"]
     assert main(["open", "--service-id", "INV-1", *order, "--hostname", "web1.example.com"]) == 0
     out = capsys.readouterr().out
+    line = _fails(["open", "--service-id", "INV-2", *order, "--recipe", "rm-rf"], capsys)
+    assert "'rm-rf'" in line
     assert "INV-1" in out
     assert "in_progress" in out
     # the same order again is harmless; a different order under the same id is refused

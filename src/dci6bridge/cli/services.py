@@ -65,6 +65,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="public SSH key to install (repeat for several)",
     )
     p.add_argument("--data-center", help="data center name to restrict module selection to")
+    p.add_argument("--recipe", help="recipe (script) to run after the install; one of the tariff's")
+    p.add_argument("--name", help="the customer's full name for their DCImanager user")
     _common(p)
     p.set_defaults(func=run)
 
@@ -225,6 +227,8 @@ def run_open(args: argparse.Namespace) -> int:
         hostname=args.hostname,
         ssh_keys=tuple(args.ssh_key),
         data_center=args.data_center,
+        recipe=args.recipe,
+        customer_name=args.name,
     )
     with provisioner_from_args(args) as prov:
         svc = prov.open(order)
