@@ -27,10 +27,7 @@ from dci6bridge.testing.chaos import RemoteTruth, format_history
 #: Failpoints a single service's ordinary life does not pass, and why; any other point
 #: the probe does not reach fails ``test_matrix_covers_every_failpoint``.
 NOT_ON_THE_LIFECYCLE = {
-    "before:servers.power_on": "no step powers a server on (installs power it themselves)",
-    "after:servers.power_on": "no step powers a server on (installs power it themselves)",
     "after:store.renew": "a lease is renewed only when a step outlives a third of its TTL",
-    "after:store.checkpoint:terminate": "closing an install still running (not in this life)",
     "after:store.checkpoint:install": "an operator retry of a failed install records a new intent",
     "after:store.checkpoint:housekeeping": "only when an idle service is found runnable",
     "after:store.ack_outbox": "events are relayed only to a registered callback",
