@@ -61,7 +61,9 @@ def _phases(first_phase: str, lifecycle: tuple[tuple[str, str], ...]) -> list[tu
     return [(a, target[a]) for a in names if a in wanted]
 
 
-def _run_case(kit: Any, hooks: Any, point: str, first_phase: str) -> CaseResult:
+def _run_case(
+    kit: Any, hooks: Any, point: str, first_phase: str, *, cli: bool = False
+) -> CaseResult:
     started = time.monotonic()
     world = kit.world(
         orders=1,
@@ -78,7 +80,7 @@ def _run_case(kit: Any, hooks: Any, point: str, first_phase: str) -> CaseResult:
     phases = _phases(first_phase, hooks.LIFECYCLE)
     problems: list[str] = []
     store = open_store(world.store_url)
-    armed = kit.fleet(world, failpoints=point, name="armed")
+    armed = kit.fleet(world, failpoints=point, name="armed", cli=cli)
     clean = None
     installs = 0
     try:
@@ -92,7 +94,7 @@ def _run_case(kit: Any, hooks: Any, point: str, first_phase: str) -> CaseResult:
                 while True:
                     if armed is not None and armed.reap(restart=False):
                         armed.stop()
-                        clean = kit.fleet(world, name="clean")
+                        clean = kit.fleet(world, name="clean", cli=cli)
                         clean.start()
                     row = store.get(sid)
                     assert row is not None
@@ -194,6 +196,18 @@ def test_crash_point(worker_crash_point: str, matrix: dict[str, CaseResult]) -> 
     assert r.marker == [worker_crash_point], detail
     assert r.exits.get(137) == 1, detail
     assert not r.problems, detail
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_crash_point_through_the_cli(chaos: Any, chaos_hooks: Any) -> None:
+    """The same case with real ``python -m dci6bridge worker`` processes: the command
+    arms failpoints from its environment and a crash is exit status 137."""
+    point = "after:users.create"
+    r = _run_case(chaos, chaos_hooks, point, chaos_hooks.probe_failpoints()[point], cli=True)
+    assert r.marker == [point], r
+    assert r.exits.get(137) == 1, r
+    assert not r.problems, f"{r}\n{r.history}"
 
 
 @pytest.mark.timeout(120)
