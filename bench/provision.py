@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import importlib.util
 import json
 import os
 import sys
@@ -48,8 +47,12 @@ from typing import Any
 
 import httpx
 
+# the store benchmark next to this script starts the throwaway PostgreSQL server
+from store_cas import _pg_url as pg_url_or_server
+
 from dci6bridge import Catalog, Client, Order, Provisioner, Q, open_store
 from dci6bridge.provisioning._failpoints import Failpoints
+from dci6bridge.provisioning.states import IN_FLIGHT
 from dci6bridge.testing import FakeDCImanager
 
 CONFIGURATION = "E3-1230v6-64Gb-2x480SSD"
@@ -238,15 +241,7 @@ def run_orchestrator(store_url: str, orders: int, workers: int) -> dict[str, Any
     }
 
 
-_UNFINISHED = [
-    "pending",
-    "selecting_module",
-    "claiming_server",
-    "creating_user",
-    "assigning_owner",
-    "binding_ips",
-    "installing_os",
-]
+_UNFINISHED = sorted(s.value for s in IN_FLIGHT)
 
 
 def _states(rows: list[Any]) -> dict[str, int]:
@@ -298,19 +293,6 @@ def run_bare(orders: int) -> dict[str, Any]:
     }
 
 
-def _pg_server(given: str | None) -> tuple[str, Any]:
-    if given:
-        return given, None
-    path = Path(__file__).resolve().parent.parent / "tests" / "pg_server.py"
-    spec = importlib.util.spec_from_file_location("dci6bridge_bench_pg_server", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    server = module.PgServer().start()
-    return server.url, server
-
-
 def _with_schema(pg_url: str) -> str:
     schema = f"bench_{uuid.uuid4().hex[:12]}"
     return f"{pg_url}{'&' if '?' in pg_url else '?'}schema={schema}"
@@ -353,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
                     return f"sqlite:///{tmp / f'{kind}-{n}.db'}"
             elif kind in ("postgresql", "postgres"):
                 if pg_server is None and "pg_url" not in results:
-                    pg_url, pg_server = _pg_server(args.pg_url)
+                    pg_url, pg_server = pg_url_or_server(args.pg_url)
                     results["pg_url"] = "(given)" if args.pg_url else "(throwaway server)"
 
                 def url_for(n: int, pg_url: str = pg_url) -> str:
