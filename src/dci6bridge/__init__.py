@@ -39,6 +39,7 @@ _EXPORTS: dict[str, str] = {
             "SpecMismatch",
             "StaleState",
             "StoreError",
+            "TaskNotFound",
         ),
         ".errors",
     ),
@@ -147,6 +148,7 @@ __all__ = [
     "StoreError",
     "SwitchConnection",
     "Tariff",
+    "TaskNotFound",
     "Transition",
     "User",
     "Worker",
@@ -197,6 +199,7 @@ if TYPE_CHECKING:
         SpecMismatch,
         StaleState,
         StoreError,
+        TaskNotFound,
     )
     from .provisioning import Event, Provisioner, Service, ServiceState, ServiceStatus, Worker
     from .secret import Secret

@@ -28,6 +28,7 @@ Dci6BridgeError
 │   ├── StaleState                          compare-and-set lost against a newer state
 │   ├── SpecMismatch (also ValueError)      same service id, different order
 │   ├── ServiceNotFound (also KeyError)
+│   ├── TaskNotFound (also KeyError)
 │   └── InvalidRequest (also ValueError)    e.g. resuming a closed service
 └── ...
 ```
@@ -62,6 +63,7 @@ __all__ = [
     "SpecMismatch",
     "StaleState",
     "StoreError",
+    "TaskNotFound",
     "status_error_class",
 ]
 
@@ -307,6 +309,13 @@ class ServiceNotFound(StoreError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else "service not found"
+
+
+class TaskNotFound(StoreError, KeyError):
+    """No department task with that id."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else "department task not found"
 
 
 class InvalidRequest(StoreError, ValueError):

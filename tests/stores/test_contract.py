@@ -16,6 +16,7 @@ from dci6bridge.errors import (
     SpecMismatch,
     StaleState,
     StoreError,
+    TaskNotFound,
 )
 from dci6bridge.stores import Lease, NewOutbox, NewTask, StatusStore, StoredService
 
@@ -571,8 +572,9 @@ def test_tasks_dedupe_filter_and_resolve(store: StatusStore, clock: FakeClock) -
     assert [t.id for t in store.tasks(include_resolved=True)] == [first.id, other.id, orphan.id]
     reopened = store.add_task("a", TASK)
     assert reopened.id not in (first.id, other.id, orphan.id)
-    with pytest.raises(KeyError, match="987654"):
+    with pytest.raises(TaskNotFound, match="987654") as missing:
         store.resolve_task(987654, "x")
+    assert isinstance(missing.value, KeyError), "still a KeyError for dict-style callers"
     with pytest.raises(ConfigError, match=r"task\.reason"):
         store.add_task("a", NewTask("Support", "k", ""))
 

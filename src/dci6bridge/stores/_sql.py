@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from dci6bridge.errors import ServiceNotFound, SpecMismatch, StaleState, StoreError
+from dci6bridge.errors import ServiceNotFound, SpecMismatch, StaleState, StoreError, TaskNotFound
 
 from . import _rules as rules
 from ._codec import (
@@ -461,7 +461,7 @@ class SqlStore:
             )
             rows = tx.execute(f"SELECT * FROM {self._p}tasks WHERE id = ?", (task_id,))
         if not rows:
-            raise KeyError(f"department task {task_id!r} not found")
+            raise TaskNotFound(f"department task {task_id!r} not found")
         return task_from_row(rows[0])
 
     # ------------------------------------------------------------------ outbox

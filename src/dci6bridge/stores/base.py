@@ -315,7 +315,8 @@ class StatusStore(Protocol):
         ...
 
     def resolve_task(self, task_id: int, resolution: str) -> DepartmentTask:
-        """Mark a task resolved (idempotent). Raises ``KeyError`` for an unknown id."""
+        """Mark a task resolved (idempotent). Raises
+        :class:`~dci6bridge.errors.TaskNotFound` (a ``KeyError``) for an unknown id."""
         ...
 
     # ------------------------------------------------------------------ outbox

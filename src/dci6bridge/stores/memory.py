@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from dci6bridge.errors import ServiceNotFound, SpecMismatch, StaleState, StoreError
+from dci6bridge.errors import ServiceNotFound, SpecMismatch, StaleState, StoreError, TaskNotFound
 
 from . import _rules as rules
 from ._codec import (
@@ -414,7 +414,7 @@ class MemoryStore:
             self._check_open()
             row = self._tasks.get(task_id)
             if row is None:
-                raise KeyError(f"department task {task_id!r} not found")
+                raise TaskNotFound(f"department task {task_id!r} not found")
             if row["resolved_at"] is None:
                 with self._write():
                     row["resolved_at"] = self.now()
