@@ -313,6 +313,7 @@ class ChaosResult:
     report: InvariantReport
     log: str
     progress: list[tuple[float, int]] = attrs.field(factory=list)
+    revocations: int = 0
 
     def timeline(self, step: float = 5.0) -> str:
         """Active services every ``step`` seconds of the run."""
@@ -327,7 +328,8 @@ class ChaosResult:
         """One line for the test output."""
         return (
             f"seed={self.seed} wall={self.wall:.1f}s settled={self.settled} "
-            f"states={self.counts} {self.fleet} violations={self.report.by_invariant()}"
+            f"states={self.counts} {self.fleet} sessions_revoked={self.revocations} "
+            f"violations={self.report.by_invariant()}"
         )
 
 
@@ -444,23 +446,24 @@ class ChaosKit:
         workers: int = 6,
         failpoints: str | None = "*=0.02",
         kill_every: tuple[float, float] | None = (0.5, 1.0),
-        pause: tuple[float, float] | None = None,
+        pause: tuple[int, float] | None = None,
         lease_ttl: float = 3.0,
         budget: float = 120.0,
         store_url: str | None = None,
         extra_env: Mapping[str, str] | None = None,
         reconcile: bool = True,
-        expire_tokens: float = 0.0,
+        expire_every: int = 0,
     ) -> ChaosResult:
         """Open every order, run ``workers`` worker processes under the nemesis until
         every service rests (or ``budget`` seconds pass), stop them, run the reconciler
         and a clean pass for what it handed over, and check the invariants.
 
         Nemesis, every ``kill_every`` seconds (uniform): SIGKILL a random worker; with
-        ``pause = (probability, seconds)``, instead freeze one for ``seconds`` (past its
-        lease) with that probability; with probability ``expire_tokens``, also revoke
-        every DCImanager session (the workers' next calls get 401 and log in again).
-        Dead workers are restarted within 50 ms.
+        ``pause = (n, seconds)``, every n-th time instead freeze one for ``seconds``
+        (past its lease); every ``expire_every``-th time, also revoke every DCImanager
+        session (the workers' next calls get 401 and log in again). Dead workers are
+        restarted within 50 ms. Fixed cadences rather than dice, so that a short run
+        still gets every kind of hit.
         """
         rng = random.Random(world.seed)
         store = open_store(store_url or world.store_url)
@@ -485,6 +488,7 @@ class ChaosKit:
             counts: dict[str, int] = {}
             next_check = start
             progress: list[tuple[float, int]] = []
+            ticks = revocations = 0
             next_hit = start + rng.uniform(*kill_every) if kill_every else float("inf")
             with fleet:
                 while (now := time.monotonic()) < deadline:
@@ -499,12 +503,14 @@ class ChaosKit:
                             break
                     if now >= next_hit and kill_every is not None:
                         next_hit = now + rng.uniform(*kill_every)
-                        if pause is not None and rng.random() < pause[0]:
+                        ticks += 1
+                        if pause is not None and ticks % int(pause[0]) == 0:
                             fleet.pause_random(pause[1])
                         else:
                             fleet.kill_random()
-                        if expire_tokens and rng.random() < expire_tokens:
+                        if expire_every and ticks % expire_every == 0:
                             world.fake.expire_tokens()
+                            revocations += 1
             wall = time.monotonic() - start
             if reconcile and done:
                 # the sweep may hand stale reservations to a worker: finish those too
@@ -513,6 +519,11 @@ class ChaosKit:
                     prov.run_until_idle(max_ticks=200)
             report = world.check(store)
             log = report.format(store) if not report.ok else ""
+            (world.dir / "report.txt").write_text(
+                f"{fleet.summary()}\nwall={wall:.1f}s settled={done} states={counts}\n"
+                f"{log or 'no violation'}\n",
+                encoding="utf-8",
+            )
             return ChaosResult(
                 seed=world.seed,
                 wall=wall,
@@ -525,6 +536,7 @@ class ChaosKit:
                 report=report,
                 log=log,
                 progress=progress,
+                revocations=revocations,
             )
         finally:
             store.close()

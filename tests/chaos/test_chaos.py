@@ -33,11 +33,11 @@ FAULTS = Faults(
     latency_ms=(1.0, 5.0),
 )
 TOKEN_TTL = 2.0
-#: Per nemesis tick, the chance that every DCImanager session is revoked at once.
-EXPIRE_TOKENS = 0.2
+#: Every n-th nemesis tick, every DCImanager session is revoked at once.
+EXPIRE_EVERY = 5
 LEASE_TTL = 2.0
-#: Per nemesis tick, the chance that a worker is frozen past its lease instead of killed.
-PAUSE = (0.15, 2 * LEASE_TTL)
+#: Every n-th nemesis tick a worker is frozen for twice its lease instead of killed.
+PAUSE = (7, 2 * LEASE_TTL)
 
 
 def _run(chaos: Any, store_url: str | None, seed: int) -> None:
@@ -57,7 +57,7 @@ def _run(chaos: Any, store_url: str | None, seed: int) -> None:
         pause=PAUSE,
         lease_ttl=LEASE_TTL,
         budget=150.0,
-        expire_tokens=EXPIRE_TOKENS,
+        expire_every=EXPIRE_EVERY,
     )
     print(result.summary())
     print(f"active over time: {result.timeline()}")
@@ -71,9 +71,10 @@ def _run(chaos: Any, store_url: str | None, seed: int) -> None:
     assert result.settled, f"not settled within the budget: {result.summary()}"
     assert result.report.ok, f"{result.summary()}\n{result.log}"
     # the nemesis really struck
-    assert result.kills >= 10
+    assert result.kills >= 5
     assert result.crashes >= 10
-    assert result.pauses >= 3
+    assert result.pauses >= 1
+    assert result.revocations >= 1
     assert any(r.lost for r in state.requests)
     assert any(r.status == 503 for r in state.requests)
     assert any(r.status == 401 for r in state.requests)

@@ -62,7 +62,13 @@ def _phases(first_phase: str, lifecycle: tuple[tuple[str, str], ...]) -> list[tu
 
 
 def _run_case(
-    kit: Any, hooks: Any, point: str, first_phase: str, *, cli: bool = False
+    kit: Any,
+    hooks: Any,
+    point: str,
+    first_phase: str,
+    *,
+    cli: bool = False,
+    install_duration: float = 0.5,
 ) -> CaseResult:
     started = time.monotonic()
     world = kit.world(
@@ -71,7 +77,7 @@ def _run_case(
         servers_per_location=3,
         # well above the poll interval: the first poll must find the install running,
         # as in the probe, or the op_id checkpoint is skipped
-        install_duration=0.5,
+        install_duration=install_duration,
         seed=zlib.crc32(point.encode()),
         ipv4_count=1,
     )
@@ -167,11 +173,20 @@ def matrix(chaos_module: Any, chaos_hooks: Any) -> dict[str, CaseResult]:
             p: pool.submit(_run_case, chaos_module, chaos_hooks, p, ph) for p, ph in points.items()
         }
         results = {p: f.result() for p, f in futures.items()}
+        # A point behind a timing (the first install poll finding the install still
+        # running) can be missed on an overloaded machine: such a case runs once more
+        # with a slower install. A point still not reached fails its test.
+        missed = [p for p, r in results.items() if r.marker != [p]]
+        retries = {
+            p: pool.submit(_run_case, chaos_module, chaos_hooks, p, points[p], install_duration=1.5)
+            for p in missed
+        }
+        results.update({p: f.result() for p, f in retries.items()})
     wall = time.monotonic() - started
     slowest = max(results.values(), key=lambda r: r.wall)
     print(
         f"\ncrash matrix: {len(results)} cases in {wall:.1f} s "
-        f"(slowest {slowest.point} {slowest.wall:.1f} s)"
+        f"(slowest {slowest.point} {slowest.wall:.1f} s; run again: {missed or 'none'})"
     )
     return results
 

@@ -3,8 +3,8 @@ switched off by its test-only switch must FAIL the invariant checker. A control 
 cannot fail would prove nothing about the suites that pass.
 
 * fencing off (``?unsafe_disable_fencing=1`` on the store URL): workers frozen past
-  their lease (SIGSTOP ... SIGCONT) wake up and write over their successors, which
-  breaks the history chain (I2);
+  their lease (SIGSTOP ... SIGCONT, every 0.2-0.4 s) wake up and write over their
+  successors, which breaks the history chain (I2);
 * read-back off (``DCI6BRIDGE_UNSAFE_SKIP_READBACK=1``): after a crash or a lost answer
   right after a non-idempotent call, the call is made again blindly, which leaves
   duplicate users or installs in DCImanager (I4).
@@ -37,14 +37,14 @@ def test_without_fencing_the_checker_finds_lost_transitions(chaos: Any) -> None:
         workers=WORKERS,
         failpoints=None,
         kill_every=(0.2, 0.4),
-        pause=(0.9, 2 * LEASE_TTL),
+        pause=(1, 2 * LEASE_TTL),
         lease_ttl=LEASE_TTL,
         budget=30.0,
         store_url=f"{world.store_url}?unsafe_disable_fencing=1",
     )
     print(result.summary())
     print(result.report.format(limit=1) if not result.report.ok else "no violation")
-    assert result.pauses >= 10
+    assert result.pauses >= 5
     found = result.report.by_invariant()
     assert found.get("I2", 0) > 0, f"fencing off, yet no history violation: {result.summary()}"
 

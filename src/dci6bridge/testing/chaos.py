@@ -18,6 +18,7 @@ remote truth, so it judges the orchestrator from the outside.
 from __future__ import annotations
 
 import collections
+import contextlib
 import importlib
 import multiprocessing
 import multiprocessing.process
@@ -432,7 +433,10 @@ class _Forked:
         return self._p.exitcode
 
     def send_signal(self, sig: int) -> None:
-        os.kill(self.pid, sig)
+        # The fork server, not this process, reaps the worker: once it is gone its pid
+        # is unknown (like Popen.send_signal after the process ended, do nothing).
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, sig)
 
     def wait(self, timeout: float | None = None) -> int:
         self._p.join(timeout)
