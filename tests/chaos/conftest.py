@@ -6,10 +6,12 @@ Everything a test needs comes from the ``chaos`` fixture (a :class:`ChaosKit`); 
 helpers live here. The checker and the process nemesis themselves are shipped in
 :mod:`dci6bridge.testing.chaos`.
 
-Worker subprocesses run ``python -m dci6bridge worker`` against the same status store and
-the same served simulator (real HTTP on 127.0.0.1, real time). They may write bytecode
-even when ``PYTHONDONTWRITEBYTECODE`` is set (as in CI): a restarted worker that
-recompiles the package costs a second or more, and the chaos runs restart hundreds.
+Workers are separate processes running the worker command's own ``main`` (forked from a
+fork server that imported it once, so the hundreds of restarts of a chaos run cost
+milliseconds each; or real ``python -m dci6bridge worker`` processes with ``cli=True``)
+against one status store and one served simulator (real HTTP on 127.0.0.1, real time).
+Command-line workers may write bytecode even when ``PYTHONDONTWRITEBYTECODE`` is set (as
+in CI): one that recompiles the package costs a second or more.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from dci6bridge.stores import StatusStore
 from dci6bridge.testing import FakeDCImanager
 from dci6bridge.testing._faults import Faults
 from dci6bridge.testing.chaos import (
+    DEFAULT_TARGETS,
     InvariantReport,
     RemoteTruth,
     WorkerFleet,
@@ -50,7 +53,6 @@ CONFIGURATION = "E3-1230v6-64Gb-2x480SSD"
 OS_TEMPLATE = "Ubuntu 22.04"
 #: The tariff's second template (for reinstalls).
 OTHER_TEMPLATE = "Debian 12"
-#: States a service rests in; anything else is still being worked on.
 #: What forked workers run (``WorkerFleet(entry=...)``): the worker command's own main.
 WORKER_ENTRY = "dci6bridge.provisioning.worker:main"
 #: Imported once by the fork server so a restarted worker is productive at once
@@ -63,8 +65,6 @@ WORKER_PRELOAD = (
     "dci6bridge.stores.postgres",
     "psycopg",
 )
-RESTING = frozenset({"active", "suspended", "closed", "failed"})
-TARGET = {"active": "active", "suspended": "suspended", "closed": "closed"}
 
 
 def _toml_value(value: Any) -> str:
@@ -293,7 +293,7 @@ def settled(store: StatusStore) -> tuple[bool, dict[str, int]]:
         counts[row.state] = counts.get(row.state, 0) + 1
         if row.state == "failed":
             continue
-        if row.state != TARGET.get(row.desired) or row.runnable:
+        if row.state != DEFAULT_TARGETS.get(row.desired) or row.runnable:
             done = False
     return done, counts
 
@@ -420,6 +420,7 @@ class ChaosKit:
         name: str = "w",
         rng: random.Random | None = None,
         extra_env: Mapping[str, str] | None = None,
+        store_url: str | None = None,
     ) -> WorkerFleet:
         """Workers for ``world`` (not started): forked from the fork server, or
         (``cli=True``) real ``python -m dci6bridge worker`` processes."""
@@ -430,6 +431,7 @@ class ChaosKit:
                 lease_ttl=lease_ttl,
                 poll_interval=poll_interval,
                 cli=cli,
+                store_url=store_url,
             ),
             size=size,
             env=world.env(failpoints, **(extra_env or {})),
@@ -470,17 +472,15 @@ class ChaosKit:
         try:
             world.open_all(store)
             url = store_url or world.store_url
-            counter = iter(range(1, 1_000_000))
-            fleet = WorkerFleet(
-                lambda slot: world.worker_argv(
-                    f"w{slot}.{next(counter)}", lease_ttl=lease_ttl, store_url=url, cli=False
-                ),
+            fleet = self.fleet(
+                world,
                 size=workers,
-                env=world.env(failpoints, **(extra_env or {})),
-                log_dir=world.dir / "logs",
+                failpoints=failpoints,
+                lease_ttl=lease_ttl,
+                poll_interval=0.2,
                 rng=rng,
-                entry=WORKER_ENTRY,
-                preload=WORKER_PRELOAD,
+                extra_env=extra_env,
+                store_url=url,
             )
             start = time.monotonic()
             deadline = start + budget
