@@ -82,12 +82,14 @@ class RemoteTruth:
 
     ``owners`` maps every server id to its owner's email (``None`` when free);
     ``users`` lists every user as ``(user_id, email)``; ``installs`` counts the OS
-    installs ever started per server id.
+    installs ever started per server id; ``user_servers`` (optional) maps a user id to
+    the servers it owns, to say which of two duplicate users is the extra one.
     """
 
     owners: Mapping[int, str | None]
     users: Sequence[tuple[int, str]]
     installs: Mapping[int, int]
+    user_servers: Mapping[int, Sequence[int]] = attrs.field(factory=dict)
 
     @classmethod
     def from_state(cls, state: SimulatorState) -> RemoteTruth:
@@ -99,6 +101,7 @@ class RemoteTruth:
             owners={s.id: s.owner_email for s in state.servers.values()},
             users=[(u.id, u.email) for u in state.users.values()],
             installs=dict(installs),
+            user_servers={u.id: tuple(u.server_ids) for u in state.users.values()},
         )
 
     @classmethod
@@ -370,17 +373,24 @@ def check_invariants(
     services_of_email: dict[str, list[str]] = collections.defaultdict(list)
     for sid, email in emails.items():
         services_of_email[email.lower()].append(sid)
+    recorded_users = {svc.user_id for svc in services if svc.user_id is not None}
     for email in sorted(ours):
-        ids = users_by_email.get(email, [])
+        ids = sorted(users_by_email.get(email, []))
         if len(ids) > 1:
+            # name what each duplicate holds, so the log tells which creation was extra
+            held = ", ".join(
+                f"{uid} (owns {list(truth.user_servers.get(uid, ())) or 'nothing'}, "
+                f"{'recorded' if uid in recorded_users else 'recorded by no service'})"
+                for uid in ids
+            )
             out.append(
                 Violation(
                     "I4",
                     services_of_email[email][0],
-                    f"{len(ids)} remote users with email {email!r}: {sorted(ids)}",
+                    f"{len(ids)} remote users with email {email!r}: {held}; services of "
+                    f"this customer: {services_of_email[email]}",
                 )
             )
-
     # I5: servers owned by our customers that no service records
     for server_id, owner in sorted(truth.owners.items()):
         if owner is not None and owner.lower() in ours and server_id not in recorded_servers:
