@@ -68,10 +68,13 @@ def _storm(store_url: str, hooks: Any) -> None:
     barrier = threading.Barrier(THREADS)
 
     def billing(share: list[tuple[str, int]], action: str) -> None:
-        store = open_store(store_url)
+        store = None
         try:
+            store = open_store(store_url)
             with Provisioner(catalog, store, failpoints=Failpoints()) as prov:
-                barrier.wait()
+                # A bounded wait: one thread failing to start must fail the test, not
+                # leave the others parked at the barrier forever.
+                barrier.wait(timeout=60)
                 for sid, variant in share:
                     try:
                         if action == "open":
@@ -86,19 +89,23 @@ def _storm(store_url: str, hooks: Any) -> None:
                         outcomes.append((sid, variant, *result))
         except BaseException as exc:
             errors.append(exc)
+            barrier.abort()
         finally:
-            store.close()
+            if store is not None:
+                store.close()
 
     def run(all_calls: list[tuple[str, int]], action: str) -> None:
+        barrier.reset()
         threads = [
-            threading.Thread(target=billing, args=(all_calls[i::THREADS], action))
+            threading.Thread(target=billing, args=(all_calls[i::THREADS], action), daemon=True)
             for i in range(THREADS)
         ]
         for t in threads:
             t.start()
         for t in threads:
-            t.join(60)
+            t.join(90)
         assert not errors, errors
+        assert not any(t.is_alive() for t in threads), "billing threads did not finish"
 
     run(calls, "open")
     store = open_store(store_url)
