@@ -2,7 +2,7 @@
 clicks and racing webhook deliveries must create each service once and apply each
 request once, whichever of the concurrent calls wins.
 
-* threads: 10 concurrent ``open`` calls for each of 60 service ids (3 % of them with a
+* threads: 10 concurrent ``open`` calls for each of 40 service ids (3 % of them with a
   different order), then 5 concurrent ``suspend`` calls per service with the same
   request id, then provisioning: every service ends SUSPENDED after exactly one
   ``suspending`` transition;
@@ -27,7 +27,7 @@ from dci6bridge import Catalog, Order, Provisioner, SpecMismatch, open_store
 from dci6bridge.provisioning._failpoints import Failpoints
 from dci6bridge.testing import FakeDCImanager
 
-SERVICES = 60
+SERVICES = 40
 OPENS_PER_SERVICE = 10
 SUSPENDS_PER_SERVICE = 5
 THREADS = 16

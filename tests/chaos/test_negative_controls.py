@@ -26,9 +26,7 @@ WORKERS = 6
 LEASE_TTL = 1.5
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(180)
-def test_without_fencing_the_checker_finds_lost_transitions(chaos: Any) -> None:
+def _stalls(chaos: Any, *, fencing: bool) -> Any:
     world = chaos.world(
         orders=ORDERS, install_duration=0.3, faults=Faults(latency_ms=(1.0, 5.0)), seed=31
     )
@@ -40,13 +38,33 @@ def test_without_fencing_the_checker_finds_lost_transitions(chaos: Any) -> None:
         pause=(1, 2 * LEASE_TTL),
         lease_ttl=LEASE_TTL,
         budget=30.0,
-        store_url=f"{world.store_url}?unsafe_disable_fencing=1",
+        store_url=world.store_url if fencing else f"{world.store_url}?unsafe_disable_fencing=1",
     )
     print(result.summary())
     print(result.report.format(limit=1) if not result.report.ok else "no violation")
     assert result.pauses >= 5
+    return result
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_without_fencing_the_checker_finds_lost_transitions(chaos: Any) -> None:
+    result = _stalls(chaos, fencing=False)
     found = result.report.by_invariant()
     assert found.get("I2", 0) > 0, f"fencing off, yet no history violation: {result.summary()}"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_with_fencing_stalled_workers_lose_no_transition(chaos: Any) -> None:
+    """The positive side of the control above: the same stalls with fencing on. Every
+    history chain stays whole (I2) and nothing is left unsettled (I1). Remote duplicates
+    from a stall that lands right before a remote call (the residual risk, see
+    ``test_stalls.py``) are printed, not asserted here."""
+    result = _stalls(chaos, fencing=True)
+    assert result.settled, result.summary()
+    chain = [v for v in result.report.violations if v.invariant in ("I1", "I2", "I3")]
+    assert not chain, result.report.format()
 
 
 @pytest.mark.slow
