@@ -314,6 +314,8 @@ class ChaosResult:
     log: str
     progress: list[tuple[float, int]] = attrs.field(factory=list)
     revocations: int = 0
+    #: server ids the reconciler reported as orphans
+    orphans_reported: list[int] = attrs.field(factory=list)
 
     def timeline(self, step: float = 5.0) -> str:
         """Active services every ``step`` seconds of the run."""
@@ -512,10 +514,12 @@ class ChaosKit:
                             world.fake.expire_tokens()
                             revocations += 1
             wall = time.monotonic() - start
+            orphans_reported: list[int] = []
             if reconcile and done:
                 # the sweep may hand stale reservations to a worker: finish those too
                 with world.provisioner(store) as prov:
-                    prov.reconcile()
+                    sweep = prov.reconcile()
+                    orphans_reported = sorted(o.server_id for o in sweep.orphans)
                     prov.run_until_idle(max_ticks=200)
             report = world.check(store)
             log = report.format(store) if not report.ok else ""
@@ -537,6 +541,7 @@ class ChaosKit:
                 log=log,
                 progress=progress,
                 revocations=revocations,
+                orphans_reported=orphans_reported,
             )
         finally:
             store.close()

@@ -15,6 +15,7 @@ lost answers on the non-idempotent calls) so that they fail reliably in a short 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -52,6 +53,13 @@ def test_without_fencing_the_checker_finds_lost_transitions(chaos: Any) -> None:
     result = _stalls(chaos, fencing=False)
     found = result.report.by_invariant()
     assert found.get("I2", 0) > 0, f"fencing off, yet no history violation: {result.summary()}"
+    # the reconciler sees what the checker sees: every orphan server is reported
+    orphans = sorted(
+        int(re.match(r"server (\d+) is owned", v.message).group(1))  # type: ignore[union-attr]
+        for v in result.report.violations
+        if v.invariant == "I5" and v.service_id is None
+    )
+    assert orphans == result.orphans_reported, (orphans, result.orphans_reported)
 
 
 @pytest.mark.slow
