@@ -7,17 +7,11 @@ is whether DCImanager is left with a duplicate (user, install, IP) that nobody r
 Two services of one customer, one worker stalled once at the point, one clean worker;
 afterwards, and after the reconciler, I1-I5 must hold.
 
-Two cases fail today (``KNOWN``): each is reported as an expected failure only when
-exactly the known violation is found, and becomes a test failure the day it no longer
-occurs, so the entry cannot outlive the bug:
-
-* ``users.create``: the late worker creates a second DCImanager user for the customer;
-  it owns nothing, no service records it, and nothing removes it (no read-back after
-  the creation, no reconciler sweep of our users, ``reference/durability.md`` §6);
-* ``servers.install_os``: the late worker reinstalls a server whose service is already
-  ACTIVE, wiping the customer's disk. Fencing cannot stop a remote call; this is the
-  residual risk of durability.md §3, which only a long lease (60 s by default) against
-  short pauses keeps unlikely, and which nothing detects afterwards yet.
+Late calls used to leave a duplicate user or a second install here; since the
+orchestrator checks its lease after the last hook before every remote call (and after
+renewing it), the frozen worker stops with ``LeaseLost`` and never calls. ``KNOWN``
+lists cases expected to fail; each is reported as an expected failure only when exactly
+the known violation is found, and becomes a test failure the day it no longer occurs.
 """
 
 from __future__ import annotations
@@ -31,12 +25,9 @@ from dci6bridge import open_store
 
 LEASE_TTL = 1.0
 #: Known failures: call -> (text of the one violation expected today, why).
-KNOWN = {
-    "users.create": ("remote users with email", "a late creation leaves a duplicate user"),
-    "servers.install_os": (
-        "had 2 OS installs",
-        "residual risk: a late install wipes an active server",
-    ),
+KNOWN: dict[str, tuple[str, str]] = {
+    # Empty since the orchestrator checks its lease after the last hook before a remote
+    # call (StepContext.call): a worker frozen there stops with LeaseLost.
 }
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from dci6bridge.domain import Catalog, Order
-from dci6bridge.errors import InvalidRequest
+from dci6bridge.errors import InvalidRequest, LeaseLost
 from dci6bridge.provisioning import Event, Provisioner, ServiceState, ServiceStatus
 from dci6bridge.provisioning.steps import Advance, run_step
 from dci6bridge.testing import FakeDCImanager
@@ -416,6 +416,38 @@ def test_an_aged_lease_is_renewed_before_a_remote_call(
     ctx = prov._context(lease)
     prov._transition(ctx, run_step(ctx))  # pending -> selecting_module: no remote call
     assert "after:store.renew" not in fp.hits
-    run_step(ctx)  # reads the free counts: renews first
-    assert fp.hits.index("after:store.renew") < fp.hits.index("before:servers.configurations")
+    run_step(ctx)  # reads the free counts: renews after the last hook, right before
+    hits = fp.hits
+    assert (
+        hits.index("before:servers.configurations")
+        < hits.index("after:store.renew")
+        < hits.index("after:servers.configurations")
+    )
     assert ctx.lease.until >= fake.clock.now() + 29.0
+
+
+@pytest.mark.parametrize("point", ["before:servers.configurations", "after:store.renew"])
+def test_a_worker_frozen_past_its_lease_makes_no_remote_call(
+    make_prov: Callable[..., Provisioner],
+    fake: FakeDCImanager,
+    new_order: NewOrder,
+    point: str,
+) -> None:
+    """A freeze (GC pause, SIGSTOP) at the last hook before a call, or between the
+    renewal and the call, longer than the lease: the worker stops with LeaseLost and
+    DCImanager never sees the call another worker may have made meanwhile."""
+    from dci6bridge.provisioning._failpoints import Failpoints
+
+    # the first stall is harmless (the lease is young); only the one that outlasts it counts
+    fp = Failpoints([f"{point}=stall:45"], sleep=fake.advance)
+    prov = make_prov(lease_ttl=30.0, failpoints=fp)
+    prov.open(new_order())
+    [lease] = prov.store.acquire(prov.worker_id, 30.0, 1)
+    ctx = prov._context(lease)
+    prov._transition(ctx, run_step(ctx))  # pending -> selecting_module: no remote call
+    if point == "after:store.renew":
+        fake.advance(12.0)  # aged: the call renews first, then freezes
+    before = fake.state.count("servers.configurations")
+    with pytest.raises(LeaseLost):
+        run_step(ctx)
+    assert fake.state.count("servers.configurations") == before

@@ -28,6 +28,7 @@ from dci6bridge.errors import (
     BadRequestError,
     ConfigError,
     ConflictError,
+    LeaseLost,
     NotFoundError,
     SelectionError,
     ServerError,
@@ -248,11 +249,20 @@ class StepContext:
         """Make remote call ``name`` (``servers.set_owner``, ...) with failpoints around
         it; renew the lease first when a third of its TTL has passed (a lease taken in
         a batch may have aged while the services before it were worked on)."""
+        self.failpoints.hit(f"before:{name}")
+        # The lease is checked after the last hook before the call, not ahead of it: a
+        # worker frozen past its lease (GC pause, SIGSTOP, VM stall) must not make a call
+        # that the worker which took the service over may have made already. Renewing
+        # is fenced (an expired lease raises LeaseLost even if nobody took it), and the
+        # local check after it catches a freeze between the renewal and the call.
         ttl = self.settings.lease_ttl
         if self.lease.until - self.now() < ttl * 2 / 3:
             self.lease = self.store.renew(self.lease, ttl)
             self.failpoints.hit("after:store.renew")
-        self.failpoints.hit(f"before:{name}")
+        if self.now() >= self.lease.until:
+            raise LeaseLost(
+                f"lease on {self.lease.service_id!r} ran out before {name}; not calling"
+            )
         result = fn(*args, **kwargs)
         self.failpoints.hit(f"after:{name}")
         return result
