@@ -4,8 +4,10 @@ copied verbatim) and of the quirks the reference lists."""
 from __future__ import annotations
 
 import json
+import pickle
 from typing import Any
 
+import attrs
 import httpx
 import pytest
 from hypothesis import given, settings
@@ -13,7 +15,7 @@ from hypothesis import strategies as st
 
 import dci6bridge as d
 from dci6bridge.client._converter import make_converter, structure
-from dci6bridge.client.models import OperationStatus, PortStatus, PowerStatus
+from dci6bridge.client.models import OperationStatus, OsTemplateRef, PortStatus, PowerStatus
 
 from .conftest import MockApi
 
@@ -297,3 +299,102 @@ def test_fast_path_agrees_for_users(data: dict[str, Any]) -> None:
 
     detailed = make_converter(detailed=True)
     assert _outcome(CONVERTER.structure, data, d.User) == _outcome(detailed.structure, data, d.User)
+
+
+# ------------------------------------------------- objects built by the generated functions
+
+
+def _walk(obj: Any) -> list[Any]:
+    """``obj`` and every model nested in it."""
+    found = [obj]
+    for f in attrs.fields(type(obj)):
+        value = getattr(obj, f.name)
+        for item in value if isinstance(value, tuple) else (value,):
+            if attrs.has(type(item)):
+                found += _walk(item)
+    return found
+
+
+def test_fast_path_builds_real_frozen_models() -> None:
+    """Objects filled through the private unfrozen twin end up as the model class itself:
+    frozen, equal and hashing like constructor-built ones, picklable."""
+    server = structure(json.loads(F2)["list"][0], d.Server)
+    objects = _walk(server)
+    assert {type(o) for o in objects} == {
+        d.Server,
+        d.Operation,
+        OsTemplateRef,
+        d.ServerIp,
+        d.SwitchConnection,
+    }
+    for obj in objects:
+        cls = type(obj)
+        rebuilt = cls(**{f.name: getattr(obj, f.name) for f in attrs.fields(cls)})
+        assert obj == rebuilt
+        assert rebuilt == obj
+        assert obj != attrs.evolve(rebuilt, id=-1)
+        assert repr(obj) == repr(rebuilt)
+        assert pickle.loads(pickle.dumps(obj)) == obj
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            obj.id = 99  # type: ignore[misc]
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            del obj.id  # type: ignore[misc]
+    conn = server.switch_connection[0]
+    assert hash(d.SwitchConnection(conn.id, conn.switch, conn.connection_id)) == hash(
+        structure(
+            {"id": conn.id, "switch": conn.switch, "connection_id": conn.connection_id},
+            d.SwitchConnection,
+        )
+    )
+
+
+def test_failure_half_way_leaves_no_half_built_object() -> None:
+    """A bad nested value after several good fields is reported, naming the field."""
+    data = {"id": 1, "name": "a", "switch_connection": [{"id": 1, "switch": 2}]}
+    with pytest.raises(d.ResponseValidationError) as info:
+        structure(data, d.Server)
+    assert "switch_connection" in info.value.field
+
+
+def test_every_model_takes_the_twin_path() -> None:
+    """The models have no validators, converters or post-init hooks, so all of them get
+    the cheap build; a model that gained one would silently fall back to ``cls(...)``."""
+    from dci6bridge.client import models
+    from dci6bridge.client._structgen import _filler
+
+    for name in models.__all__:
+        cls = getattr(models, name)
+        if attrs.has(cls):
+            assert _filler(cls) is not None, name
+
+
+def test_classes_with_init_logic_are_built_by_their_init() -> None:
+    """Validators, converters and ``__attrs_post_init__`` still run: such classes are
+    built by calling the class, never filled slot by slot."""
+    from dci6bridge.client._structgen import _filler
+
+    @attrs.frozen
+    class Validated:
+        n: int = attrs.field(validator=attrs.validators.gt(0))
+
+    @attrs.frozen
+    class Converted:
+        n: int = attrs.field(converter=abs)
+
+    @attrs.frozen
+    class PostInit:
+        n: int
+
+        def __attrs_post_init__(self) -> None:
+            if self.n == 13:
+                raise ValueError("unlucky")
+
+    conv = make_converter()
+    for cls in (Validated, Converted, PostInit):
+        assert _filler(cls) is None
+    with pytest.raises(ValueError):
+        conv.structure({"n": 0}, Validated)
+    assert conv.structure({"n": -4}, Converted) == Converted(4)
+    with pytest.raises(ValueError, match="unlucky"):
+        conv.structure({"n": 13}, PostInit)
+    assert type(conv.structure({"n": 2}, PostInit)) is PostInit

@@ -4,7 +4,8 @@ cattrs' generated functions call one hook per field through its dispatch, and wr
 optional fields in a generic helper; on a 10,000-server list that costs more than the
 JSON decoding. This module generates, once per class, a plain function that converts
 each field inline (``v if v.__class__ is str else ...``), calls nested classes'
-functions directly and stores each value through the slot descriptor. Semantics match
+functions directly, and fills the slots of a private unfrozen twin of the class with plain
+attribute stores before switching the finished object to the real class. Semantics match
 the lenient converter (a property test compares them); any exception falls back to the
 detailed converter, which explains it.
 """
@@ -108,20 +109,41 @@ class _Gen:
         return f"{hook}({v}, {self.bind('t', t)})"
 
 
-def _slot_setters(cls: type[Any]) -> list[Callable[[Any, Any], None]] | None:
-    """The slot descriptors' setters, in field order, when building the instance
-    slot by slot is equivalent to calling ``cls(...)``; else ``None``."""
+def _filler(cls: type[Any]) -> type[Any] | None:
+    """A private unfrozen twin of ``cls`` to fill an instance in, when that is
+    equivalent to calling ``cls(...)``; else ``None``.
+
+    The twin adds no slots and only restores plain attribute assignment, so an instance
+    filled in it has exactly the layout of ``cls`` and can be switched to ``cls`` by
+    assigning ``__class__``. Plain assignment to a slot is a specialised bytecode on
+    CPython 3.11+; the frozen ``__init__`` instead calls ``object.__setattr__`` per
+    field, and even the slot descriptors' setters cost a call each.
+    """
     if hasattr(cls, "__attrs_post_init__") or hasattr(cls, "__attrs_pre_init__"):
         return None
-    setters = []
+    if "__slots__" not in cls.__dict__:
+        return None
     for f in attrs.fields(cls):
         if f.validator is not None or f.converter is not None or not f.init:
             return None
         slot = next((k.__dict__[f.name] for k in cls.__mro__ if f.name in k.__dict__), None)
         if not isinstance(slot, types.MemberDescriptorType):
             return None
-        setters.append(slot.__set__)
-    return setters
+    # both hooks of the setattr slot must be object's, or CPython keeps the slow
+    # generic path that looks ``__setattr__`` up on every store
+    namespace = {
+        "__slots__": (),
+        "__setattr__": object.__setattr__,
+        "__delattr__": object.__delattr__,
+        "__module__": __name__,
+    }
+    twin = type(f"_Filling{cls.__name__}", (cls,), namespace)
+    try:
+        probe: Any = object.__new__(twin)
+        probe.__class__ = cls
+    except TypeError:  # a layout CPython will not switch: build with cls(...) instead
+        return None
+    return twin
 
 
 def _null_is_default(t: Any, default: Any) -> bool:
@@ -165,16 +187,15 @@ def make_structure_fn(cls: type[Any], conv: Any, text: Hook, overrides: Mapping[
             reads.append((f"v = g({key!r}, _M)", f"{default} if v is _M else {conv_expr}"))
     gen.ns["_cls"] = cls
     lines = [f"def structure_{cls.__name__}(o, _=None):", "    g = o.get"]
-    setters = _slot_setters(cls)
-    if setters is not None:
-        # Same result as cls(...) (no validators, converters or post-init to run), but
-        # storing through the slot descriptors directly costs about a third less than
-        # the frozen __init__'s object.__setattr__ per field.
+    twin = _filler(cls)
+    if twin is not None:
         gen.ns["_new"] = object.__new__
-        lines.append("    obj = _new(_cls)")
-        for setter, (read, value) in zip(setters, reads, strict=True):
-            lines += [f"    {read}", f"    {gen.bind('s', setter)}(obj, {value})"]
-        lines.append("    return obj")
+        gen.ns["_twin"] = twin
+        lines.append("    obj = _new(_twin)")
+        for field, (read, value) in zip(fields, reads, strict=True):
+            lines += [f"    {read}", f"    obj.{field.name} = {value}"]
+        # a failure above drops the half-filled twin; only whole objects become ``cls``
+        lines += ["    obj.__class__ = _cls", "    return obj"]
     else:
         for i, (read, value) in enumerate(reads):
             lines += [f"    {read}", f"    a{i} = {value}"]
