@@ -400,6 +400,81 @@ def test_transition_with_a_wrong_state_or_version_is_stale(store: StatusStore) -
     assert snapshot(store) == before
 
 
+def test_transition_with_release_gives_the_lease_up_in_the_same_write(
+    store: StatusStore, clock: FakeClock
+) -> None:
+    create(store)
+    lease = lease_of(store, "INV-1")
+    writes = store.write_count
+    clock.advance(1)
+    moved = store.transition(
+        lease,
+        expected_state="pending",
+        expected_version=0,
+        new_state="active",
+        patch={"runnable": True, "data": {"since": 1}},
+        outbox=[NewOutbox("active")],
+        release=True,
+    )
+    assert store.write_count == writes + 1, "one transaction for both"
+    assert (moved.state, moved.version, moved.lease_owner, moved.lease_until) == (
+        "active",
+        1,
+        None,
+        0.0,
+    )
+    assert moved.lease_epoch == 1, "the epoch never goes back"
+    assert store.get("INV-1") == moved
+    [hist] = store.history("INV-1")
+    assert (hist.to_state, hist.epoch, hist.worker) == ("active", 1, "w1")
+    assert [m.kind for m in store.claim_outbox("relay", 30)] == ["active"]
+    # the released lease fences nothing any more: its holder's next write is refused
+    with pytest.raises(LeaseLost):
+        store.transition(lease, expected_state="active", expected_version=1, new_state="x")
+    with pytest.raises(LeaseLost):
+        store.checkpoint(lease, expected_version=1, patch={"module": "m"})
+    [again] = store.acquire("w2", 10)
+    assert (again.epoch, again.service.version) == (2, 1)
+
+
+def test_a_refused_transition_with_release_keeps_the_lease_and_writes_nothing(
+    store: StatusStore, clock: FakeClock
+) -> None:
+    create(store)
+    old = lease_of(store, "INV-1", ttl=10)
+    step(store, old, "selecting_module")
+    before = snapshot(store)
+    writes = store.write_count
+    with pytest.raises(StaleState):
+        store.transition(
+            old, expected_state="pending", expected_version=0, new_state="x", release=True
+        )
+    with pytest.raises(ConfigError):
+        store.transition(
+            old,
+            expected_state="selecting_module",
+            expected_version=1,
+            new_state="x",
+            detail={"password": Secret("hunter2")},
+            release=True,
+        )
+    assert snapshot(store) == before
+    assert store.write_count == writes
+    assert store.get("INV-1").lease_owner == "w1"  # type: ignore[union-attr]
+    clock.advance(10)
+    new = lease_of(store, "INV-1", worker="w2")
+    before = snapshot(store)
+    writes = store.write_count
+    with pytest.raises(LeaseLost, match="w2"):
+        store.transition(
+            old, expected_state="selecting_module", expected_version=1, new_state="x", release=True
+        )
+    assert snapshot(store) == before
+    assert store.write_count == writes
+    assert store.get("INV-1").lease_owner == "w2"  # type: ignore[union-attr]
+    assert new.epoch == 2
+
+
 def test_a_stale_epoch_always_raises_lease_lost_and_writes_nothing(
     store: StatusStore, clock: FakeClock
 ) -> None:

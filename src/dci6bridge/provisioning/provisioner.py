@@ -601,7 +601,8 @@ class Provisioner:
                         patch=outcome.patch,
                         resume_at=outcome.resume_at,
                     )
-                self._transition(ctx, outcome)
+                if self._transition(ctx, outcome):
+                    return
             # bounded: put it back in the queue for the next tick
             if not ctx.row.runnable:
                 ctx.checkpoint("housekeeping", {"runnable": True})
@@ -635,8 +636,8 @@ class Provisioner:
                 f"{reason} (gave up after {attempts} attempts)",
             )
             try:
-                self._transition(ctx, outcome)
-                self._release(ctx)
+                if not self._transition(ctx, outcome):
+                    self._release(ctx)
             except (LeaseLost, StaleState):
                 log.warning("service %s: lost the lease while failing it", ctx.service_id)
             return
@@ -700,7 +701,8 @@ class Provisioner:
             task=NewTask(department=department, kind=kind, reason=f"{row.state}: {reason}"),
         )
 
-    def _transition(self, ctx: StepContext, adv: Advance) -> None:
+    def _transition(self, ctx: StepContext, adv: Advance) -> bool:
+        """Write ``adv``; ``True`` when that write also gave the lease up."""
         row = ctx.row
         check_transition(row.state, adv.to)
         patch = dict(adv.patch)
@@ -712,6 +714,10 @@ class Provisioner:
         failed_from = patch.get("failed_from", row.failed_from)
         patch["runnable"] = has_work(adv.to.value, row.desired, merged, failed_from)
         outbox: list[NewOutbox] = outbox_of(adv)
+        # Nothing left to do under this lease: the next step would be Idle (no work and
+        # no reservation to drop) followed by a plain release, so give the lease up in
+        # the transition's own transaction instead of a second one.
+        release = not patch["runnable"] and merged.get("release_claim") is None
         ctx.row = self.store.transition(
             ctx.lease,
             expected_state=row.state,
@@ -721,6 +727,7 @@ class Provisioner:
             detail=dict(adv.detail),
             outbox=outbox,
             task=adv.task,
+            release=release,
         )
         self.failpoints.hit(f"after:store.transition:{adv.to.value}")
         log.info(
@@ -730,3 +737,6 @@ class Provisioner:
             adv.to.value,
             ctx.row.version,
         )
+        if release:
+            self.failpoints.hit("after:store.release")
+        return release

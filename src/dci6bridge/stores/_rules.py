@@ -258,11 +258,18 @@ def apply_patch(
 
 
 def transitioned(
-    service: StoredService, new_state: str, patch: Mapping[str, Any], now: float
+    service: StoredService,
+    new_state: str,
+    patch: Mapping[str, Any],
+    now: float,
+    *,
+    release: bool = False,
 ) -> StoredService:
-    """The row after a transition: next version, ``attempts`` reset unless patched."""
+    """The row after a transition: next version, ``attempts`` reset unless patched, the
+    lease given up with ``release``."""
     changes = {"attempts": 0, **patch}
-    return apply_patch(service, changes, now, state=new_state, version=service.version + 1)
+    moved = apply_patch(service, changes, now, state=new_state, version=service.version + 1)
+    return attrs.evolve(moved, lease_owner=None, lease_until=0.0) if release else moved
 
 
 def check_server_id(server_id: Any) -> int:

@@ -304,6 +304,7 @@ class SqlStore:
         detail: Mapping[str, Any] | None = None,
         outbox: Sequence[NewOutbox] = (),
         task: NewTask | None = None,
+        release: bool = False,
     ) -> StoredService:
         """Fenced compare-and-set state change; see :meth:`StatusStore.transition`."""
         checked = rules.check_transition(new_state, patch, detail, outbox, task)
@@ -311,7 +312,9 @@ class SqlStore:
             current, now = self._fenced(
                 tx, lease, expected_state=expected_state, expected_version=expected_version
             )
-            moved = self._update(tx, rules.transitioned(current, new_state, checked.patch, now))
+            moved = self._update(
+                tx, rules.transitioned(current, new_state, checked.patch, now, release=release)
+            )
             tx.execute(
                 f"INSERT INTO {self._p}transitions (service_id, version, from_state, to_state, "
                 "epoch, worker, at, detail_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -256,6 +256,7 @@ class StatusStore(Protocol):
         detail: Mapping[str, Any] | None = None,
         outbox: Sequence[NewOutbox] = (),
         task: NewTask | None = None,
+        release: bool = False,
     ) -> StoredService:
         """Move the service to ``new_state`` at ``expected_version + 1``, in one
         transaction with its history row (``detail`` must hold no secret), its outbox
@@ -263,7 +264,10 @@ class StatusStore(Protocol):
         lease_epoch)``: a foreign epoch or owner raises
         :class:`~dci6bridge.errors.LeaseLost`, a different state or version
         :class:`~dci6bridge.errors.StaleState`. Resets ``attempts`` to 0 unless the patch
-        sets it. Returns the new row."""
+        sets it. With ``release=True`` the same transaction also gives the lease up
+        (``lease_owner`` cleared, as :meth:`release` does), saving a second write when
+        nothing is left to do under the lease; the fencing is the transition's: nothing
+        is written, the lease included, if it raises. Returns the new row."""
         ...
 
     def checkpoint(

@@ -262,6 +262,7 @@ class MemoryStore:
         detail: Mapping[str, Any] | None = None,
         outbox: Sequence[NewOutbox] = (),
         task: NewTask | None = None,
+        release: bool = False,
     ) -> StoredService:
         """Fenced compare-and-set state change; see :meth:`StatusStore.transition`."""
         checked = rules.check_transition(new_state, patch, detail, outbox, task)
@@ -276,7 +277,7 @@ class MemoryStore:
                 expected_version=expected_version,
                 unsafe=self._unsafe,
             )
-            moved = rules.transitioned(current, new_state, checked.patch, now)
+            moved = rules.transitioned(current, new_state, checked.patch, now, release=release)
             with self._write():
                 stored = self._put(moved)
                 self._history.setdefault(moved.service_id, []).append(
