@@ -7,10 +7,11 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 
+import attrs
 import pytest
 
-from dci6bridge.errors import StoreError
-from dci6bridge.stores import PostgresStore, open_store
+from dci6bridge.errors import LeaseLost, ServiceNotFound, StaleState, StoreError
+from dci6bridge.stores import NewOutbox, PostgresStore, open_store
 
 pytestmark = pytest.mark.postgres
 
@@ -39,6 +40,57 @@ def test_leases_use_the_database_clock_by_default(pg: PostgresStore) -> None:
     pg.create_service("s", {}, state="pending", desired="active")
     [lease] = pg.acquire("w", 60)
     assert 59 < lease.until - db_now < 65
+
+
+def test_fenced_writes_on_the_database_clock(pg: PostgresStore, pg_store_url: str) -> None:
+    # The lock and the clock are read by one statement here (the fake-clock contract
+    # tests take the other path): same results, same refusals, nothing half-written.
+    pg.create_service("s", {}, state="pending", desired="active")
+    [lease] = pg.acquire("w1", 60)
+    started = time.time()
+    row = pg.transition(
+        lease,
+        expected_state="pending",
+        expected_version=0,
+        new_state="selecting_module",
+        outbox=[NewOutbox("a"), NewOutbox("b")],
+    )
+    assert (row.version, row.lease_owner) == (1, "w1")
+    assert abs(row.updated_at - started) < 5
+    [hist] = pg.history("s")
+    assert (hist.to_state, hist.at) == ("selecting_module", row.updated_at)
+    assert [m.kind for m in pg.claim_outbox("relay", 30)] == ["a", "b"]
+    assert pg.checkpoint(lease, expected_version=1, patch={"module": "m"}).module == "m"
+    assert pg.reserve_server(lease, 7)
+    pg.release_server(lease, 7)
+    lease = pg.renew(lease, 60)
+    writes = pg.write_count
+    with pytest.raises(StaleState):
+        pg.transition(lease, expected_state="pending", expected_version=1, new_state="x")
+    with pytest.raises(ServiceNotFound):
+        pg.transition(
+            attrs.evolve(lease, service_id="ghost"),
+            expected_state="pending",
+            expected_version=0,
+            new_state="x",
+        )
+    with _raw(pg_store_url) as raw:  # the lease expires by the database's clock
+        raw.execute("UPDATE services SET lease_until = lease_until - 120")
+    with pytest.raises(LeaseLost, match="expired"):
+        pg.transition(lease, expected_state="selecting_module", expected_version=1, new_state="x")
+    pg.release(lease, error="late")  # a lost lease: ignored
+    assert pg.write_count == writes
+    [again] = pg.acquire("w2", 60)
+    done = pg.transition(
+        again,
+        expected_state="selecting_module",
+        expected_version=1,
+        new_state="active",
+        release=True,
+    )
+    assert (done.version, done.lease_owner, done.lease_epoch) == (2, None, 2)
+    assert pg.get("s") == done
+    assert [h.version for h in pg.history("s")] == [1, 2]
 
 
 def test_acquire_skips_rows_locked_by_others_instead_of_waiting(

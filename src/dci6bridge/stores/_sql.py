@@ -91,6 +91,16 @@ class SqlStore:
         """The statement (and its parameters) that performs ``claim``."""
         raise NotImplementedError
 
+    def _locked(self, tx: Tx, service_id: str) -> tuple[StoredService | None, float]:
+        """The service row, locked, and the transaction's clock read after the lock."""
+        current = self._service(tx, service_id, lock=True)
+        return current, tx.now()
+
+    def _write_all(self, tx: Tx, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Run DML statements whose results nobody reads, in order."""
+        for sql, params in statements:
+            tx.execute(sql, params)
+
     def _claim(self, tx: Tx, claim: Claim) -> list[dict[str, Any]]:
         sql, params = self._claim_sql(claim)
         return tx.execute(sql, params)
@@ -126,11 +136,14 @@ class SqlStore:
     def _update(self, tx: Tx, service: StoredService) -> StoredService:
         # ``service`` came from a row read in this transaction plus a checked patch (JSON
         # round-tripped), so it already equals what a re-read would return.
-        tx.execute(
+        tx.execute(*self._update_sql(service))
+        return service
+
+    def _update_sql(self, service: StoredService) -> tuple[str, list[Any]]:
+        return (
             f"UPDATE {self._p}services SET {_UPDATE_SET} WHERE service_id = ?",
             [*service_update_values(service, _UPDATE_COLUMNS), service.service_id],
         )
-        return service
 
     def _fenced(
         self,
@@ -140,8 +153,7 @@ class SqlStore:
         expected_state: str | None = None,
         expected_version: int | None = None,
     ) -> tuple[StoredService, float]:
-        current = self._service(tx, lease.service_id, lock=True)
-        now = tx.now()
+        current, now = self._locked(tx, lease.service_id)
         service = rules.fence(
             current,
             lease,
@@ -283,8 +295,7 @@ class SqlStore:
         """Give a lease up; see :meth:`StatusStore.release`."""
         changes = rules.release_changes(not_before=not_before, error=error)
         with self._transaction(write=True) as tx:
-            current = self._service(tx, lease.service_id, lock=True)
-            now = tx.now()
+            current, now = self._locked(tx, lease.service_id)
             if current is None or not (self._unsafe or rules.lease_held(current, lease, now)):
                 return
             if count_attempt:
@@ -312,29 +323,41 @@ class SqlStore:
             current, now = self._fenced(
                 tx, lease, expected_state=expected_state, expected_version=expected_version
             )
-            moved = self._update(
-                tx, rules.transitioned(current, new_state, checked.patch, now, release=release)
-            )
-            tx.execute(
-                f"INSERT INTO {self._p}transitions (service_id, version, from_state, to_state, "
-                "epoch, worker, at, detail_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            moved = rules.transitioned(current, new_state, checked.patch, now, release=release)
+            writes = [
+                self._update_sql(moved),
                 (
-                    moved.service_id,
-                    moved.version,
-                    expected_state,
-                    new_state,
-                    lease.epoch,
-                    lease.worker_id,
-                    now,
-                    checked.detail_json,
+                    f"INSERT INTO {self._p}transitions (service_id, version, from_state, "
+                    "to_state, epoch, worker, at, detail_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        moved.service_id,
+                        moved.version,
+                        expected_state,
+                        new_state,
+                        lease.epoch,
+                        lease.worker_id,
+                        now,
+                        checked.detail_json,
+                    ),
                 ),
-            )
-            for kind, payload_json in checked.outbox:
-                tx.execute(
-                    f"INSERT INTO {self._p}outbox (service_id, version, kind, payload_json, "
-                    "attempts, available_at) VALUES (?, ?, ?, ?, 0, ?)",
-                    (moved.service_id, moved.version, kind, payload_json, now),
+            ]
+            if checked.outbox:
+                # One multi-row INSERT: the ids, hence the delivery order, follow the list
+                # even where the statements run as one (PostgreSQL's data-modifying CTEs
+                # have no order among themselves).
+                writes.append(
+                    (
+                        f"INSERT INTO {self._p}outbox (service_id, version, kind, payload_json,"
+                        " attempts, available_at) VALUES "
+                        + ", ".join("(?, ?, ?, ?, 0, ?)" for _ in checked.outbox),
+                        [
+                            value
+                            for kind, payload_json in checked.outbox
+                            for value in (moved.service_id, moved.version, kind, payload_json, now)
+                        ],
+                    )
                 )
+            self._write_all(tx, writes)
             if checked.task is not None:
                 self._open_task(tx, moved.service_id, checked.task, now)
             return moved

@@ -28,15 +28,19 @@ from typing import Any
 from dci6bridge._validate import show
 from dci6bridge.errors import ConfigError, StoreError
 
+from ._codec import service_from_row
 from ._connections import PerThread
 from ._schema import migrate
-from ._sql import Claim, SqlStore
+from ._sql import Claim, SqlStore, Tx
 from ._url import redact_url
+from .base import StoredService
 
 __all__ = ["PostgresStore"]
 
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-_DB_NOW = "SELECT extract(epoch FROM clock_timestamp())::float8 AS now"
+_NOW_EXPR = "extract(epoch FROM clock_timestamp())::float8"
+_DB_NOW = f"SELECT {_NOW_EXPR} AS now"
+_LOCKED_AT = "dci6bridge_locked_at"
 _WRITES = ("INSERT", "UPDATE", "DELETE")
 
 
@@ -73,6 +77,16 @@ class _Tx:
         if cur.rowcount > 0 and (cur.statusmessage or "").startswith(_WRITES):
             self.changed = True
         return list(cur.fetchall()) if cur.description else []
+
+    @property
+    def has_now(self) -> bool:
+        """Whether this transaction has read its clock already."""
+        return self._now is not None
+
+    def set_now(self, now: float) -> float:
+        """Fix the transaction's clock to a value read by another statement."""
+        self._now = now
+        return now
 
     def now(self) -> float:
         if self._now is None:
@@ -202,6 +216,33 @@ class PostgresStore(SqlStore):
     def _scrub(self, exc: BaseException) -> str:
         text = redact_url(str(exc))
         return text.replace(self._password, "***") if self._password else text
+
+    def _locked(self, tx: Tx, service_id: str) -> tuple[StoredService | None, float]:
+        # One statement instead of two. The clock is read in the outer query, so only
+        # once the materialized CTE has the row lock: a wait for a lock never makes
+        # ``now`` earlier than the moment the row is ours.
+        if self._clock is not None or not isinstance(tx, _Tx) or tx.has_now:
+            return super()._locked(tx, service_id)
+        rows = tx.execute(
+            f"WITH s AS MATERIALIZED (SELECT * FROM {self._p}services WHERE service_id = ? "
+            f"FOR UPDATE) SELECT s.*, {_NOW_EXPR} AS {_LOCKED_AT} FROM s",
+            (service_id,),
+        )
+        if not rows:
+            return None, tx.now()
+        row = dict(rows[0])
+        return service_from_row(row), tx.set_now(float(row.pop(_LOCKED_AT)))
+
+    def _write_all(self, tx: Tx, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        # Data-modifying CTEs all run, in full, whether or not the outer statement reads
+        # them: one statement (one round trip, one prepared plan) for the whole write.
+        if len(statements) < 2:
+            super()._write_all(tx, statements)
+            return
+        *first, (last_sql, last_params) = statements
+        ctes = ", ".join(f"w{i} AS ({sql})" for i, (sql, _) in enumerate(first))
+        params = [p for _, ps in first for p in ps]
+        tx.execute(f"WITH {ctes} {last_sql}", [*params, *last_params])
 
     def _claim_sql(self, claim: Claim) -> tuple[str, list[Any]]:
         c = claim
