@@ -947,10 +947,11 @@ def _delete_user_if_unused(ctx: StepContext) -> bool:
     so a user whose creation was never recorded (crash right after it) goes too."""
     row = ctx.row
     email = ctx.email
-    for other in ctx.store.services():
+    # Only live services are read: closed ones pile up forever, live ones stay few.
+    live = [state.value for state in S if state is not S.CLOSED]
+    for other in ctx.store.services(states=live):
         if (
             other.service_id != row.service_id
-            and other.state != S.CLOSED.value
             and other.module == row.module
             and str(other.spec.get("customer_email", "")).strip().lower() == email
         ):
