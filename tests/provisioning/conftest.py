@@ -191,6 +191,7 @@ def step_until() -> Callable[[Provisioner, str], None]:
             outcome = run_step(ctx)
             assert isinstance(outcome, Advance), outcome
             prov._transition(ctx, outcome)
-        prov.store.release(ctx.lease)
+        # writes the state changes still queued, with the release
+        prov._release(ctx)
 
     return run

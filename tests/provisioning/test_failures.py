@@ -324,8 +324,9 @@ def test_stale_lease_holder_is_fenced_out(
     from dci6bridge.errors import LeaseLost, StaleState
 
     assert isinstance(outcome, Advance)
+    slow._transition(ctx, outcome)  # queued for the next write of the lease
     with pytest.raises((LeaseLost, StaleState)):
-        slow._transition(ctx, outcome)
+        ctx.flush()
     assert prov_history_ok(other, "S1")
 
 

@@ -39,7 +39,7 @@ from dci6bridge.selection import select_module
 from dci6bridge.stores.base import (
     DepartmentTask,
     Lease,
-    NewOutbox,
+    Move,
     NewTask,
     StatusStore,
     StoredService,
@@ -469,7 +469,7 @@ class Provisioner:
             )
         if svc.desired == S.CLOSED.value and svc.failed_from != S.TERMINATING.value:
             return {}
-        return {"data": {"retry": True}, "runnable": True}
+        return {"data": {"retry": True}, "runnable": True, "desired_seq": svc.desired_seq + 1}
 
     # ------------------------------------------------------------------ workers
     def tick(self, max_services: int = 1) -> int:
@@ -584,15 +584,19 @@ class Provisioner:
                     return
                 if isinstance(outcome, Idle):
                     if ctx.row.runnable:
-                        ctx.checkpoint("housekeeping", {"runnable": False})
-                    self._release(ctx)
+                        self._release(ctx, patch={"runnable": False}, what="housekeeping")
+                    else:
+                        self._release(ctx)
                     return
                 if isinstance(outcome, Retry):
                     self._retry_later(ctx, "not yet", outcome.reason)
                     return
                 if isinstance(outcome, Wait):
-                    self._release(ctx, not_before=ctx.now() + max(0.0, outcome.delay))
-                    return
+                    if outcome.delay > 0:
+                        self._release(ctx, not_before=ctx.now() + outcome.delay)
+                        return
+                    # nothing to wait for (poll_interval=0): look again under this lease
+                    continue
                 if isinstance(outcome, Fail):
                     outcome = self._failure(
                         ctx,
@@ -605,12 +609,14 @@ class Provisioner:
                     return
             # bounded: put it back in the queue for the next tick
             if not ctx.row.runnable:
-                ctx.checkpoint("housekeeping", {"runnable": True})
-            self._release(ctx)
+                self._release(ctx, patch={"runnable": True}, what="housekeeping")
+            else:
+                self._release(ctx)
         except LeaseLost:
             log.warning("service %s: lease lost; another worker owns it now", sid)
         except StaleState:
             log.warning("service %s: changed under us; leaving it", sid)
+            ctx.discard()
             self._release(ctx)
 
     def _release(
@@ -620,7 +626,20 @@ class Provisioner:
         not_before: float | None = None,
         error: str | None = None,
         count_attempt: bool = False,
+        patch: Mapping[str, Any] | None = None,
+        what: str | None = None,
     ) -> None:
+        if ctx.pending or patch:
+            # state changes still queued: written with the release, in one transaction
+            changes = dict(patch or {})
+            if not_before is not None:
+                changes["not_before"] = not_before
+            if error is not None:
+                changes["last_error"] = error
+            if count_attempt:
+                changes["attempts"] = ctx.row.attempts + 1
+            ctx.flush(patch=changes, what=what, release=True)
+            return
         self.store.release(
             ctx.lease, not_before=not_before, error=error, count_attempt=count_attempt
         )
@@ -702,7 +721,8 @@ class Provisioner:
         )
 
     def _transition(self, ctx: StepContext, adv: Advance) -> bool:
-        """Write ``adv``; ``True`` when that write also gave the lease up."""
+        """Queue ``adv`` (written with the next store write); ``True`` when it was
+        written at once together with giving the lease up."""
         row = ctx.row
         check_transition(row.state, adv.to)
         patch = dict(adv.patch)
@@ -713,23 +733,7 @@ class Provisioner:
         merged = {k: v for k, v in merged.items() if v is not None}
         failed_from = patch.get("failed_from", row.failed_from)
         patch["runnable"] = has_work(adv.to.value, row.desired, merged, failed_from)
-        outbox: list[NewOutbox] = outbox_of(adv)
-        # Nothing left to do under this lease: the next step would be Idle (no work and
-        # no reservation to drop) followed by a plain release, so give the lease up in
-        # the transition's own transaction instead of a second one.
-        release = not patch["runnable"] and merged.get("release_claim") is None
-        ctx.row = self.store.transition(
-            ctx.lease,
-            expected_state=row.state,
-            expected_version=row.version,
-            new_state=adv.to.value,
-            patch=patch,
-            detail=dict(adv.detail),
-            outbox=outbox,
-            task=adv.task,
-            release=release,
-        )
-        self.failpoints.hit(f"after:store.transition:{adv.to.value}")
+        ctx.defer(Move(adv.to.value, patch, dict(adv.detail), outbox_of(adv), adv.task))
         log.info(
             "service %s: %s -> %s (v%d)",
             row.service_id,
@@ -737,6 +741,10 @@ class Provisioner:
             adv.to.value,
             ctx.row.version,
         )
-        if release:
-            self.failpoints.hit("after:store.release")
-        return release
+        # Nothing left to do under this lease: the next step would be Idle (no work and
+        # no reservation to drop) followed by a plain release, so give the lease up in
+        # the same transaction instead.
+        if not patch["runnable"] and merged.get("release_claim") is None:
+            ctx.flush(release=True)
+            return True
+        return False

@@ -235,10 +235,14 @@ def _stale_claims(prov: Provisioner, rows: list[StoredService]) -> list[int]:
             continue
         if server.owner_email is not None:
             continue
-        patch: Mapping[str, Any] = {"data": {"release_claim": server_id}, "runnable": True}
 
-        def decide(_svc: StoredService, patch: Mapping[str, Any] = patch) -> Mapping[str, Any]:
-            return patch
+        def decide(svc: StoredService, server_id: int = server_id) -> Mapping[str, Any]:
+            # a new request: a worker's decision taken before it must not overwrite it
+            return {
+                "data": {"release_claim": server_id},
+                "runnable": True,
+                "desired_seq": svc.desired_seq + 1,
+            }
 
         try:
             prov.store.request(

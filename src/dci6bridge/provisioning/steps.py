@@ -35,7 +35,16 @@ from dci6bridge.errors import (
     StaleState,
 )
 from dci6bridge.selection import select_module
-from dci6bridge.stores.base import Lease, NewOutbox, NewTask, StatusStore, StoredService
+from dci6bridge.stores import _rules as store_rules
+from dci6bridge.stores.base import (
+    Advanced,
+    Lease,
+    Move,
+    NewOutbox,
+    NewTask,
+    StatusStore,
+    StoredService,
+)
 
 from ._failpoints import Failpoints
 from .events import CREATED_AT_KEY, EventKind
@@ -72,6 +81,24 @@ CLAIM_PAGE = 10
 #: Pages read at most per claim attempt when every server listed is reserved already.
 MAX_CLAIM_PAGES = 20
 
+
+#: Remote calls that change nothing in DCImanager. Only these may run while state
+#: changes of the lease wait to be written; any other call writes them first, so the
+#: intent of every remote effect is durable before it is made.
+READ_CALLS = frozenset(
+    {
+        "servers.configurations",
+        "servers.list",
+        "servers.get",
+        "users.find",
+        "os_templates.list",
+    }
+)
+
+#: Remote calls that need no write of their own before them: their intent follows from
+#: what is durable already and a retry reads it back (the user's email comes from the
+#: order and "find by email" is the read-back; the creator holds the user singleton).
+RECOVERABLE_CALLS = frozenset({"users.create"})
 
 #: Errors worth retrying: DCImanager unreachable or overloaded, a busy object. Everything
 #: else fails the service with a department task.
@@ -158,8 +185,16 @@ class StepContext:
     """What a step may use while its worker holds ``lease``.
 
     Every remote call goes through :meth:`call` (failpoints around it, lease renewed
-    first when it is getting old); every store write through :meth:`checkpoint`,
-    :meth:`reserve` or :meth:`release_server` (fenced by the lease, failpoint after).
+    first when it is getting old); every store write through :meth:`flush` and the
+    helpers built on it (:meth:`checkpoint`, :meth:`reserve`, :meth:`claim_singleton`,
+    :meth:`release_server`), fenced by the lease, failpoints after.
+
+    State changes are *deferred* (:meth:`defer`) until the next store write or the next
+    remote call that is not a read (:data:`READ_CALLS`), then written with it in one
+    transaction (:meth:`StatusStore.advance <dci6bridge.stores.base.StatusStore.advance>`).
+    A crash loses only changes that followed remote reads, which the next worker simply
+    makes again; ``row`` is the service as it will be once they are written, ``durable``
+    as the store holds it.
     """
 
     def __init__(
@@ -179,6 +214,10 @@ class StepContext:
         self.catalog = catalog
         self.lease = lease
         self.row: StoredService = lease.service
+        self.durable: StoredService = lease.service
+        self.pending: list[Move] = []
+        #: singletons this lease holds, with the lease expiry they were taken for
+        self.singletons: dict[str, float] = {}
         self._client_for = client_for
         self._template_id = template_id
         self.failpoints = failpoints
@@ -249,6 +288,8 @@ class StepContext:
         """Make remote call ``name`` (``servers.set_owner``, ...) with failpoints around
         it; renew the lease first when a third of its TTL has passed (a lease taken in
         a batch may have aged while the services before it were worked on)."""
+        if self.pending and name not in READ_CALLS and name not in RECOVERABLE_CALLS:
+            self.flush()
         self.failpoints.hit(f"before:{name}")
         # The lease is checked after the last hook before the call, not ahead of it: a
         # worker frozen past its lease (GC pause, SIGSTOP, VM stall) must not make a call
@@ -273,27 +314,88 @@ class StepContext:
         return self.call("servers.get", client.servers.get, server_id)
 
     # ------------------------------------------------------------------ store writes
-    def checkpoint(self, what: str, patch: Mapping[str, Any]) -> None:
-        """A same-state fenced write (no history row)."""
-        self.row = self.store.checkpoint(self.lease, expected_version=self.row.version, patch=patch)
-        self.failpoints.hit(f"after:store.checkpoint:{what}")
+    def defer(self, move: Move) -> None:
+        """Queue a state change for the next write; ``row`` shows it at once."""
+        patch = store_rules.check_patch(move.patch)
+        self.row = store_rules.transitioned(self.row, move.to, patch, self.now())
+        self.pending.append(move)
 
-    def reserve(self, server_id: int) -> bool:
-        """Reserve ``server_id`` locally for this service (before any remote effect)."""
-        ok = self.store.reserve_server(self.lease, server_id)
-        self.failpoints.hit("after:store.reserve_server")
-        return ok
+    def discard(self) -> None:
+        """Forget the queued state changes (the store refused them: lease lost, or the
+        service changed under us)."""
+        self.pending.clear()
+        self.row = self.durable
+
+    def flush(
+        self,
+        *,
+        what: str | None = None,
+        patch: Mapping[str, Any] | None = None,
+        reserve: int | None = None,
+        singleton: str | None = None,
+        release: bool = False,
+    ) -> Advanced:
+        """Write the queued state changes, with ``patch`` (a checkpoint named ``what``),
+        a server reservation, a singleton claim and the lease release, in one fenced
+        transaction. A refused reservation writes nothing and keeps the queue."""
+        done = self.store.advance(
+            self.lease,
+            expected_state=self.durable.state,
+            expected_version=self.durable.version,
+            moves=list(self.pending),
+            patch=patch,
+            # a decision taken on billing's old request must not overwrite its new one
+            expected_desired_seq=self.durable.desired_seq,
+            reserve_server=reserve,
+            singleton=singleton,
+            # every write extends the lease: a lease lasts one step, not one batch
+            renew=None if release else self.settings.lease_ttl,
+            release=release,
+        )
+        if done.reserved is False:
+            return done
+        written, self.pending = self.pending, []
+        self.durable = self.row = done.service
+        if not release:
+            self.lease = attrs.evolve(self.lease, until=done.service.lease_until)
+        if done.singleton:
+            assert singleton is not None
+            self.singletons[singleton] = self.lease.until
+        for move in written:
+            self.failpoints.hit(f"after:store.transition:{move.to}")
+        if reserve is not None:
+            self.failpoints.hit("after:store.reserve_server")
+        if patch is not None and what is not None:
+            self.failpoints.hit(f"after:store.checkpoint:{what}")
+        if singleton is not None:
+            self.failpoints.hit("after:store.singleton")
+        if release:
+            self.failpoints.hit("after:store.release")
+        return done
+
+    def checkpoint(self, what: str, patch: Mapping[str, Any]) -> None:
+        """A same-state fenced write (no history row), with any queued state changes."""
+        self.flush(what=what, patch=patch)
+
+    def reserve(self, server_id: int, *, singleton: str | None = None) -> bool:
+        """Reserve ``server_id`` locally for this service (before any remote effect),
+        claiming ``singleton`` in the same write if it is given."""
+        return bool(self.flush(reserve=server_id, singleton=singleton).reserved)
 
     def claim_singleton(self, name: str) -> bool:
-        """Hold the store singleton ``name`` for this service for one lease TTL."""
-        ok = self.store.try_singleton(
-            name, f"{self.lease.worker_id}:{self.service_id}", self.settings.lease_ttl
-        )
-        self.failpoints.hit("after:store.singleton")
-        return ok
+        """Hold the store singleton ``name`` for this service until the lease expires
+        (no write when this lease holds it already and was not renewed since)."""
+        until = self.singletons.get(name)
+        # held for as long as the lease, and fresh enough that the call after it will
+        # not need to renew the lease (a renewal would outlive the singleton)
+        if until == self.lease.until and until - self.now() >= self.settings.lease_ttl * 2 / 3:
+            return True
+        return bool(self.flush(singleton=name).singleton)
 
     def release_server(self, server_id: int) -> None:
         """Drop this service's local reservation of ``server_id``."""
+        if self.pending:
+            self.flush()
         self.store.release_server(self.lease, server_id)
         self.failpoints.hit("after:store.release_server")
 
@@ -504,7 +606,7 @@ def _claiming_server(ctx: StepContext) -> Outcome:
         ]
         ctx.rng.shuffle(candidates)
         for server in candidates:
-            if _reserve(ctx, server.id):
+            if _reserve(ctx, server.id, singleton=_user_singleton(ctx)):
                 ctx.seen[server.id] = server
                 return Advance(
                     S.CREATING_USER,
@@ -538,9 +640,19 @@ def _claiming_server(ctx: StepContext) -> Outcome:
     )
 
 
-def _reserve(ctx: StepContext, server_id: int) -> bool:
+def _user_singleton(ctx: StepContext) -> str | None:
+    """The name of the right to create the customer's user (``None`` in the unsafe
+    test mode, which creates blindly)."""
+    if ctx.settings.unsafe_skip_readback:
+        return None
+    return f"user:{ctx.module.name}:{ctx.email}"
+
+
+def _reserve(ctx: StepContext, server_id: int, *, singleton: str | None = None) -> bool:
+    # The user singleton is claimed with the reservation (the write is made anyway): the
+    # next step then creates the customer's user, if it is missing, without a write.
     try:
-        return ctx.reserve(server_id)
+        return ctx.reserve(server_id, singleton=singleton)
     except StaleState:
         # a crashed attempt reserved a server but never recorded it: nothing remote was
         # done with it, so let it go and reserve afresh
@@ -566,7 +678,8 @@ def _creating_user(ctx: StepContext) -> Outcome:
         # Services of one customer share the user: one creator at a time per email, so
         # two orders of a new customer cannot create two users. The sibling finds the
         # user on its next try; a crashed creator's claim runs out with the lease TTL.
-        if not skip and not ctx.claim_singleton(f"user:{ctx.module.name}:{email}"):
+        right = _user_singleton(ctx)
+        if right is not None and not ctx.claim_singleton(right):
             return Wait(1.0 + ctx.rng.random(), "another service is creating the user")
         name = ctx.order.customer_name or email
         user = ctx.call(
@@ -931,7 +1044,12 @@ def _terminating(ctx: StepContext) -> Outcome:
             done["kept_claim"] = server_id
             done["owner"] = server.owner_email
     came_from = row.data.get("closed_from")
-    touched_user = row.user_id is not None or came_from == S.CREATING_USER.value
+    # The user is created before its id is recorded, from claiming_server on (the
+    # creation needs no write of its own): a crash there leaves it unrecorded.
+    touched_user = row.user_id is not None or came_from in (
+        S.CLAIMING_SERVER.value,
+        S.CREATING_USER.value,
+    )
     if touched_user and row.module is not None:
         done["user_deleted"] = _delete_user_if_unused(ctx)
     return Advance(

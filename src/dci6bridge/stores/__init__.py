@@ -15,8 +15,10 @@ from __future__ import annotations
 from ._url import open_store, redact_url
 from .base import (
     PATCHABLE,
+    Advanced,
     DepartmentTask,
     Lease,
+    Move,
     NewOutbox,
     NewTask,
     OutboxMsg,
@@ -30,9 +32,11 @@ from .sqlite import SQLiteStore
 
 __all__ = [
     "PATCHABLE",
+    "Advanced",
     "DepartmentTask",
     "Lease",
     "MemoryStore",
+    "Move",
     "NewOutbox",
     "NewTask",
     "OutboxMsg",

@@ -20,11 +20,14 @@ from dci6bridge._validate import show
 from dci6bridge.errors import ConfigError, LeaseLost, ServiceNotFound, StaleState
 
 from ._codec import canonical_json, check_mapping, digest
-from .base import PATCHABLE, Lease, NewOutbox, NewTask, StoredService
+from .base import PATCHABLE, Lease, Move, NewOutbox, NewTask, StoredService
 
 __all__ = [
+    "AdvancePlan",
+    "CheckedAdvance",
     "CheckedTransition",
     "apply_patch",
+    "check_advance",
     "check_claim",
     "check_limit",
     "check_number",
@@ -40,6 +43,7 @@ __all__ = [
     "lease_held",
     "new_service",
     "params_hash",
+    "plan_advance",
     "release_changes",
     "transitioned",
 ]
@@ -206,6 +210,7 @@ def fence(
     *,
     expected_state: str | None = None,
     expected_version: int | None = None,
+    expected_desired_seq: int | None = None,
     unsafe: bool = False,
 ) -> StoredService:
     """The compare-and-set decision of every fenced write.
@@ -236,6 +241,11 @@ def fence(
         raise StaleState(
             f"service {service.service_id!r} is at version {service.version}, "
             f"not {expected_version}"
+        )
+    if expected_desired_seq is not None and service.desired_seq != expected_desired_seq:
+        raise StaleState(
+            f"service {service.service_id!r}: billing changed its request (desired "
+            f"{service.desired!r}, request {service.desired_seq}, not {expected_desired_seq})"
         )
     return service
 
@@ -322,3 +332,87 @@ def check_transition(
         outbox=check_outbox(outbox),
         task=None if task is None else check_task(task),
     )
+
+
+@attrs.frozen
+class CheckedAdvance:
+    """The arguments of an ``advance``, validated and encoded before anything is written."""
+
+    moves: list[tuple[str, CheckedTransition]]
+    patch: dict[str, Any]
+    reserve_server: int | None
+    singleton: str | None
+
+
+def check_advance(
+    moves: Sequence[Move],
+    patch: Mapping[str, Any] | None,
+    reserve_server: int | None,
+    singleton: str | None,
+) -> CheckedAdvance:
+    """Validate everything an ``advance`` would write, so a bad payload writes nothing."""
+    given: Any = moves  # checked at run time
+    if isinstance(given, (str, bytes)) or not isinstance(given, Sequence):
+        raise ConfigError(f"moves: expected a sequence of Move, got {show(given)}")
+    checked: list[tuple[str, CheckedTransition]] = []
+    for i, move in enumerate(moves):
+        if not isinstance(move, Move):
+            raise ConfigError(f"moves[{i}]: expected a Move, got {show(move)}")
+        try:
+            one = check_transition(move.to, move.patch, move.detail, move.outbox, move.task)
+        except ConfigError as exc:
+            raise ConfigError(f"moves[{i}].{exc}") from None
+        checked.append((move.to, one))
+    return CheckedAdvance(
+        moves=checked,
+        patch=check_patch(patch),
+        reserve_server=None if reserve_server is None else check_server_id(reserve_server),
+        singleton=None if singleton is None else check_text(singleton, "singleton"),
+    )
+
+
+@attrs.frozen
+class AdvancePlan:
+    """The rows an ``advance`` writes: the service row afterwards, one history row
+    ``(version, from_state, to_state, detail_json)`` per move, the outbox rows
+    ``(version, kind, payload_json)`` and the department tasks."""
+
+    service: StoredService
+    history: list[tuple[int, str, str, str]]
+    outbox: list[tuple[int, str, str]]
+    tasks: list[NewTask]
+
+
+def plan_advance(
+    current: StoredService,
+    checked: CheckedAdvance,
+    now: float,
+    *,
+    release: bool,
+    expected_state: str | None = None,
+    lease_until: float | None = None,
+) -> AdvancePlan:
+    """Apply the moves one after the other, then the same-state patch, then the release.
+
+    The first history row starts from ``expected_state`` (the state the writer saw):
+    fencing makes it the current one, and without fencing (the test-only switch) the
+    broken chain stays visible in the history."""
+    row = current
+    from_state = expected_state or current.state
+    history: list[tuple[int, str, str, str]] = []
+    outbox: list[tuple[int, str, str]] = []
+    tasks: list[NewTask] = []
+    for to, one in checked.moves:
+        moved = transitioned(row, to, one.patch, now)
+        history.append((moved.version, from_state, to, one.detail_json))
+        outbox += [(moved.version, kind, payload) for kind, payload in one.outbox]
+        if one.task is not None:
+            tasks.append(one.task)
+        row, from_state = moved, to
+    if checked.patch or not checked.moves:
+        row = apply_patch(row, checked.patch, now)
+    if release:
+        row = attrs.evolve(row, lease_owner=None, lease_until=0.0)
+    elif lease_until is not None:
+        row = attrs.evolve(row, lease_until=lease_until)
+    return AdvancePlan(service=row, history=history, outbox=outbox, tasks=tasks)

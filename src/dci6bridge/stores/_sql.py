@@ -28,7 +28,17 @@ from ._codec import (
     task_from_row,
     transition_from_row,
 )
-from .base import DepartmentTask, Lease, NewOutbox, NewTask, OutboxMsg, StoredService, Transition
+from .base import (
+    Advanced,
+    DepartmentTask,
+    Lease,
+    Move,
+    NewOutbox,
+    NewTask,
+    OutboxMsg,
+    StoredService,
+    Transition,
+)
 
 __all__ = ["Claim", "SqlStore", "Tx"]
 
@@ -152,6 +162,7 @@ class SqlStore:
         *,
         expected_state: str | None = None,
         expected_version: int | None = None,
+        expected_desired_seq: int | None = None,
     ) -> tuple[StoredService, float]:
         current, now = self._locked(tx, lease.service_id)
         service = rules.fence(
@@ -160,6 +171,7 @@ class SqlStore:
             now,
             expected_state=expected_state,
             expected_version=expected_version,
+            expected_desired_seq=expected_desired_seq,
             unsafe=self._unsafe,
         )
         return service, now
@@ -318,30 +330,106 @@ class SqlStore:
         release: bool = False,
     ) -> StoredService:
         """Fenced compare-and-set state change; see :meth:`StatusStore.transition`."""
-        checked = rules.check_transition(new_state, patch, detail, outbox, task)
+        move = Move(new_state, patch or {}, detail or {}, outbox, task)
+        return self._advance(
+            lease,
+            expected_state=expected_state,
+            expected_version=expected_version,
+            checked=rules.check_advance([move], None, None, None),
+            release=release,
+        ).service
+
+    def checkpoint(
+        self, lease: Lease, *, expected_version: int, patch: Mapping[str, Any]
+    ) -> StoredService:
+        """Fenced same-state update; see :meth:`StatusStore.checkpoint`."""
+        return self._advance(
+            lease,
+            expected_version=expected_version,
+            checked=rules.check_advance((), patch, None, None),
+        ).service
+
+    def advance(
+        self,
+        lease: Lease,
+        *,
+        expected_state: str,
+        expected_version: int,
+        moves: Sequence[Move] = (),
+        patch: Mapping[str, Any] | None = None,
+        expected_desired_seq: int | None = None,
+        reserve_server: int | None = None,
+        singleton: str | None = None,
+        renew: float | None = None,
+        release: bool = False,
+    ) -> Advanced:
+        """Several fenced writes in one transaction; see :meth:`StatusStore.advance`."""
+        return self._advance(
+            lease,
+            expected_state=expected_state,
+            expected_version=expected_version,
+            expected_desired_seq=expected_desired_seq,
+            checked=rules.check_advance(moves, patch, reserve_server, singleton),
+            renew=None if renew is None else rules.check_positive(renew, "renew"),
+            release=release,
+        )
+
+    def _advance(
+        self,
+        lease: Lease,
+        *,
+        checked: rules.CheckedAdvance,
+        expected_state: str | None = None,
+        expected_version: int,
+        expected_desired_seq: int | None = None,
+        renew: float | None = None,
+        release: bool = False,
+    ) -> Advanced:
         with self._transaction(write=True) as tx:
             current, now = self._fenced(
-                tx, lease, expected_state=expected_state, expected_version=expected_version
+                tx,
+                lease,
+                expected_state=expected_state,
+                expected_version=expected_version,
+                expected_desired_seq=expected_desired_seq,
             )
-            moved = rules.transitioned(current, new_state, checked.patch, now, release=release)
-            writes = [
-                self._update_sql(moved),
-                (
-                    f"INSERT INTO {self._p}transitions (service_id, version, from_state, "
-                    "to_state, epoch, worker, at, detail_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            reserved: bool | None = None
+            if checked.reserve_server is not None:
+                reserved = self._reserve(tx, lease, checked.reserve_server, now)
+                if not reserved:
+                    return Advanced(current, reserved=False)
+            plan = rules.plan_advance(
+                current,
+                checked,
+                now,
+                release=release,
+                expected_state=expected_state,
+                lease_until=None if renew is None else now + renew,
+            )
+            writes = [self._update_sql(plan.service)]
+            if plan.history:
+                writes.append(
                     (
-                        moved.service_id,
-                        moved.version,
-                        expected_state,
-                        new_state,
-                        lease.epoch,
-                        lease.worker_id,
-                        now,
-                        checked.detail_json,
-                    ),
-                ),
-            ]
-            if checked.outbox:
+                        f"INSERT INTO {self._p}transitions (service_id, version, from_state, "
+                        "to_state, epoch, worker, at, detail_json) VALUES "
+                        + ", ".join("(?, ?, ?, ?, ?, ?, ?, ?)" for _ in plan.history),
+                        [
+                            value
+                            for version, from_state, to_state, detail_json in plan.history
+                            for value in (
+                                lease.service_id,
+                                version,
+                                from_state,
+                                to_state,
+                                lease.epoch,
+                                lease.worker_id,
+                                now,
+                                detail_json,
+                            )
+                        ],
+                    )
+                )
+            if plan.outbox:
                 # One multi-row INSERT: the ids, hence the delivery order, follow the list
                 # even where the statements run as one (PostgreSQL's data-modifying CTEs
                 # have no order among themselves).
@@ -349,27 +437,23 @@ class SqlStore:
                     (
                         f"INSERT INTO {self._p}outbox (service_id, version, kind, payload_json,"
                         " attempts, available_at) VALUES "
-                        + ", ".join("(?, ?, ?, ?, 0, ?)" for _ in checked.outbox),
+                        + ", ".join("(?, ?, ?, ?, 0, ?)" for _ in plan.outbox),
                         [
                             value
-                            for kind, payload_json in checked.outbox
-                            for value in (moved.service_id, moved.version, kind, payload_json, now)
+                            for version, kind, payload_json in plan.outbox
+                            for value in (lease.service_id, version, kind, payload_json, now)
                         ],
                     )
                 )
             self._write_all(tx, writes)
-            if checked.task is not None:
-                self._open_task(tx, moved.service_id, checked.task, now)
-            return moved
-
-    def checkpoint(
-        self, lease: Lease, *, expected_version: int, patch: Mapping[str, Any]
-    ) -> StoredService:
-        """Fenced same-state update; see :meth:`StatusStore.checkpoint`."""
-        checked = rules.check_patch(patch)
-        with self._transaction(write=True) as tx:
-            current, now = self._fenced(tx, lease, expected_version=expected_version)
-            return self._update(tx, rules.apply_patch(current, checked, now))
+            for task in plan.tasks:
+                self._open_task(tx, lease.service_id, task, now)
+            held: bool | None = None
+            if checked.singleton is not None:
+                holder = f"{lease.worker_id}:{lease.service_id}"
+                until = max(plan.service.lease_until, now)
+                held = self._take_singleton(tx, checked.singleton, holder, until, now)
+            return Advanced(plan.service, reserved=reserved, singleton=held)
 
     # ------------------------------------------------------------------ reservations
     def _holder(self, tx: Tx, server_id: int) -> str | None:
@@ -383,25 +467,28 @@ class SqlStore:
         rules.check_server_id(server_id)
         with self._transaction(write=True) as tx:
             _, now = self._fenced(tx, lease)
-            holder = self._holder(tx, server_id)
-            if holder is not None:
-                return holder == lease.service_id
-            mine = tx.execute(
-                f"SELECT server_id FROM {self._p}server_claims WHERE service_id = ?",
-                (lease.service_id,),
+            return self._reserve(tx, lease, server_id, now)
+
+    def _reserve(self, tx: Tx, lease: Lease, server_id: int, now: float) -> bool:
+        holder = self._holder(tx, server_id)
+        if holder is not None:
+            return holder == lease.service_id
+        mine = tx.execute(
+            f"SELECT server_id FROM {self._p}server_claims WHERE service_id = ?",
+            (lease.service_id,),
+        )
+        if mine:
+            raise StaleState(
+                rules.holds_other_server(lease.service_id, int(mine[0]["server_id"]), server_id)
             )
-            if mine:
-                raise StaleState(
-                    rules.holds_other_server(lease.service_id, int(mine[0]["server_id"]), server_id)
-                )
-            # A concurrent reservation of the same server by another service (PostgreSQL)
-            # makes this insert do nothing once that one commits; the holder decides.
-            inserted = tx.execute(
-                f"INSERT INTO {self._p}server_claims (server_id, service_id, claimed_at) "
-                "VALUES (?, ?, ?) ON CONFLICT DO NOTHING RETURNING server_id",
-                (server_id, lease.service_id, now),
-            )
-            return bool(inserted) or self._holder(tx, server_id) == lease.service_id
+        # A concurrent reservation of the same server by another service (PostgreSQL)
+        # makes this insert do nothing once that one commits; the holder decides.
+        inserted = tx.execute(
+            f"INSERT INTO {self._p}server_claims (server_id, service_id, claimed_at) "
+            "VALUES (?, ?, ?) ON CONFLICT DO NOTHING RETURNING server_id",
+            (server_id, lease.service_id, now),
+        )
+        return bool(inserted) or self._holder(tx, server_id) == lease.service_id
 
     def release_server(self, lease: Lease, server_id: int) -> None:
         """Drop this service's reservation; see :meth:`StatusStore.release_server`."""
@@ -545,13 +632,16 @@ class SqlStore:
         ttl = rules.check_positive(ttl_s, "ttl_s")
         with self._transaction(write=True) as tx:
             now = tx.now()
-            rows = tx.execute(
-                f"INSERT INTO {self._p}singletons AS s (name, holder, held_until) "
-                "VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
-                "held_until = excluded.held_until WHERE s.held_until <= ? OR s.holder = ? "
-                "RETURNING name",
-                (name, worker_id, now + ttl, now, worker_id),
-            )
+            return self._take_singleton(tx, name, worker_id, now + ttl, now)
+
+    def _take_singleton(self, tx: Tx, name: str, holder: str, until: float, now: float) -> bool:
+        rows = tx.execute(
+            f"INSERT INTO {self._p}singletons AS s (name, holder, held_until) "
+            "VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
+            "held_until = excluded.held_until WHERE s.held_until <= ? OR s.holder = ? "
+            "RETURNING name",
+            (name, holder, until, now, holder),
+        )
         return bool(rows)
 
 

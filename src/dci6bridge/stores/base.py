@@ -26,8 +26,10 @@ import attrs
 
 __all__ = [
     "PATCHABLE",
+    "Advanced",
     "DepartmentTask",
     "Lease",
+    "Move",
     "NewOutbox",
     "NewTask",
     "OutboxMsg",
@@ -159,6 +161,35 @@ class NewTask:
 
 
 @attrs.frozen
+class Move:
+    """One state change inside :meth:`StatusStore.advance`: to ``to``, with its patch of
+    :data:`PATCHABLE` columns, its history ``detail`` (no secrets), outbox events and
+    department task, exactly as one :meth:`StatusStore.transition` would write them."""
+
+    to: str
+    patch: Mapping[str, Any] = attrs.field(factory=dict)
+    detail: Mapping[str, Any] = attrs.field(factory=dict)
+    outbox: Sequence[NewOutbox] = ()
+    task: NewTask | None = None
+
+
+@attrs.frozen
+class Advanced:
+    """What :meth:`StatusStore.advance` did.
+
+    ``service`` is the row afterwards (unchanged when the reservation was refused).
+    ``reserved`` answers ``reserve_server`` (``None`` when none was asked): ``False``
+    means another service holds that server and **nothing** was written.
+    ``singleton`` answers ``singleton`` (``None`` when none was asked); a refused
+    singleton does not stop the rest of the write.
+    """
+
+    service: StoredService
+    reserved: bool | None = None
+    singleton: bool | None = None
+
+
+@attrs.frozen
 class DepartmentTask:
     """Work for a person in the processing module's department."""
 
@@ -275,6 +306,45 @@ class StatusStore(Protocol):
     ) -> StoredService:
         """Same-state fenced update (e.g. the operation id became known): no version bump,
         no history row. Same errors as :meth:`transition`."""
+        ...
+
+    def advance(
+        self,
+        lease: Lease,
+        *,
+        expected_state: str,
+        expected_version: int,
+        moves: Sequence[Move] = (),
+        patch: Mapping[str, Any] | None = None,
+        expected_desired_seq: int | None = None,
+        reserve_server: int | None = None,
+        singleton: str | None = None,
+        renew: float | None = None,
+        release: bool = False,
+    ) -> Advanced:
+        """Several fenced writes of one lease in **one** transaction, in this order:
+
+        1. the fence of :meth:`transition` (lease, ``expected_state``,
+           ``expected_version``) and, when given, ``expected_desired_seq``: billing
+           changed its request since the caller read the row (a different
+           ``desired_seq``) raises :class:`~dci6bridge.errors.StaleState`, so a decision
+           taken on the old request (say, "nothing left to do") cannot overwrite the new
+           one;
+        2. ``reserve_server`` as :meth:`reserve_server` does; when another service holds
+           the server nothing at all is written and ``reserved`` is ``False``;
+        3. each of ``moves`` as one :meth:`transition` (versions ``expected_version + 1``
+           onwards, one history row each, their outbox rows and tasks);
+        4. ``patch`` as a :meth:`checkpoint` of the resulting state;
+        5. with ``renew`` (seconds), the lease extended to that long from now, as
+           :meth:`renew` does;
+        6. ``singleton`` (a name) as :meth:`try_singleton`, held by
+           ``"<worker_id>:<service_id>"`` until the lease's expiry (after ``renew``);
+        7. with ``release``, the lease given up as :meth:`release` does.
+
+        Everything is validated before anything is written; it is all written or none
+        of it. Workers use it to record the steps that made no remote change together
+        with the next write they must make anyway (``reference/durability.md`` §2: local
+        changes between two remote effects are grouped into one transaction)."""
         ...
 
     # ------------------------------------------------------------------ reservations

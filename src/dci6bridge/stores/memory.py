@@ -26,7 +26,17 @@ from ._codec import (
     task_from_row,
     transition_from_row,
 )
-from .base import DepartmentTask, Lease, NewOutbox, NewTask, OutboxMsg, StoredService, Transition
+from .base import (
+    Advanced,
+    DepartmentTask,
+    Lease,
+    Move,
+    NewOutbox,
+    NewTask,
+    OutboxMsg,
+    StoredService,
+    Transition,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -265,7 +275,61 @@ class MemoryStore:
         release: bool = False,
     ) -> StoredService:
         """Fenced compare-and-set state change; see :meth:`StatusStore.transition`."""
-        checked = rules.check_transition(new_state, patch, detail, outbox, task)
+        move = Move(new_state, patch or {}, detail or {}, outbox, task)
+        return self._advance(
+            lease,
+            expected_state=expected_state,
+            expected_version=expected_version,
+            checked=rules.check_advance([move], None, None, None),
+            release=release,
+        ).service
+
+    def checkpoint(
+        self, lease: Lease, *, expected_version: int, patch: Mapping[str, Any]
+    ) -> StoredService:
+        """Fenced same-state update; see :meth:`StatusStore.checkpoint`."""
+        return self._advance(
+            lease,
+            expected_version=expected_version,
+            checked=rules.check_advance((), patch, None, None),
+        ).service
+
+    def advance(
+        self,
+        lease: Lease,
+        *,
+        expected_state: str,
+        expected_version: int,
+        moves: Sequence[Move] = (),
+        patch: Mapping[str, Any] | None = None,
+        expected_desired_seq: int | None = None,
+        reserve_server: int | None = None,
+        singleton: str | None = None,
+        renew: float | None = None,
+        release: bool = False,
+    ) -> Advanced:
+        """Several fenced writes in one transaction; see :meth:`StatusStore.advance`."""
+        return self._advance(
+            lease,
+            expected_state=expected_state,
+            expected_version=expected_version,
+            expected_desired_seq=expected_desired_seq,
+            checked=rules.check_advance(moves, patch, reserve_server, singleton),
+            renew=None if renew is None else rules.check_positive(renew, "renew"),
+            release=release,
+        )
+
+    def _advance(
+        self,
+        lease: Lease,
+        *,
+        checked: rules.CheckedAdvance,
+        expected_state: str | None = None,
+        expected_version: int,
+        expected_desired_seq: int | None = None,
+        renew: float | None = None,
+        release: bool = False,
+    ) -> Advanced:
         with self._lock:
             self._check_open()
             now = self.now()
@@ -275,29 +339,46 @@ class MemoryStore:
                 now,
                 expected_state=expected_state,
                 expected_version=expected_version,
+                expected_desired_seq=expected_desired_seq,
                 unsafe=self._unsafe,
             )
-            moved = rules.transitioned(current, new_state, checked.patch, now, release=release)
+            sid = lease.service_id
+            reserved: bool | None = None
+            if checked.reserve_server is not None:
+                reserved = self._reservable(sid, checked.reserve_server)
+                if not reserved:
+                    return Advanced(current, reserved=False)
+            plan = rules.plan_advance(
+                current,
+                checked,
+                now,
+                release=release,
+                expected_state=expected_state,
+                lease_until=None if renew is None else now + renew,
+            )
             with self._write():
-                stored = self._put(moved)
-                self._history.setdefault(moved.service_id, []).append(
+                if checked.reserve_server is not None:
+                    self._claims[checked.reserve_server] = sid
+                stored = self._put(plan.service)
+                self._history.setdefault(sid, []).extend(
                     {
-                        "service_id": moved.service_id,
-                        "version": moved.version,
-                        "from_state": expected_state,
-                        "to_state": new_state,
+                        "service_id": sid,
+                        "version": version,
+                        "from_state": from_state,
+                        "to_state": to_state,
                         "epoch": lease.epoch,
                         "worker": lease.worker_id,
                         "at": now,
-                        "detail_json": checked.detail_json,
+                        "detail_json": detail_json,
                     }
+                    for version, from_state, to_state, detail_json in plan.history
                 )
-                for kind, payload_json in checked.outbox:
+                for version, kind, payload_json in plan.outbox:
                     msg_id = self._new_id("outbox")
                     self._outbox[msg_id] = {
                         "id": msg_id,
-                        "service_id": moved.service_id,
-                        "version": moved.version,
+                        "service_id": sid,
+                        "version": version,
                         "kind": kind,
                         "payload_json": payload_json,
                         "attempts": 0,
@@ -306,27 +387,14 @@ class MemoryStore:
                         "lease_until": None,
                         "delivered_at": None,
                     }
-                if checked.task is not None:
-                    self._open_task(moved.service_id, checked.task, now)
-            return stored
-
-    def checkpoint(
-        self, lease: Lease, *, expected_version: int, patch: Mapping[str, Any]
-    ) -> StoredService:
-        """Fenced same-state update; see :meth:`StatusStore.checkpoint`."""
-        checked = rules.check_patch(patch)
-        with self._lock:
-            self._check_open()
-            now = self.now()
-            current = rules.fence(
-                self._row(lease.service_id),
-                lease,
-                now,
-                expected_version=expected_version,
-                unsafe=self._unsafe,
-            )
-            with self._write():
-                return self._put(rules.apply_patch(current, checked, now))
+                for task in plan.tasks:
+                    self._open_task(sid, task, now)
+                held: bool | None = None
+                if checked.singleton is not None:
+                    holder = f"{lease.worker_id}:{sid}"
+                    until = max(plan.service.lease_until, now)
+                    held = self._take_singleton(checked.singleton, holder, until, now)
+            return Advanced(stored, reserved=reserved, singleton=held)
 
     # ------------------------------------------------------------------ reservations
     def reserve_server(self, lease: Lease, server_id: int) -> bool:
@@ -335,15 +403,23 @@ class MemoryStore:
         with self._lock:
             self._check_open()
             rules.fence(self._row(lease.service_id), lease, self.now(), unsafe=self._unsafe)
-            holder = self._claims.get(server_id)
-            if holder is not None:
-                return holder == lease.service_id
-            mine = [sid for sid, svc in self._claims.items() if svc == lease.service_id]
-            if mine:
-                raise StaleState(rules.holds_other_server(lease.service_id, mine[0], server_id))
+            if self._claims.get(server_id) == lease.service_id:
+                return True
+            if not self._reservable(lease.service_id, server_id):
+                return False
             with self._write():
                 self._claims[server_id] = lease.service_id
             return True
+
+    def _reservable(self, service_id: str, server_id: int) -> bool:
+        """Whether ``service_id`` may hold ``server_id`` (``False``: another one does)."""
+        holder = self._claims.get(server_id)
+        if holder is not None:
+            return holder == service_id
+        mine = [sid for sid, svc in self._claims.items() if svc == service_id]
+        if mine:
+            raise StaleState(rules.holds_other_server(service_id, mine[0], server_id))
+        return True
 
     def release_server(self, lease: Lease, server_id: int) -> None:
         """Drop this service's reservation; see :meth:`StatusStore.release_server`."""
@@ -484,9 +560,17 @@ class MemoryStore:
         with self._lock:
             self._check_open()
             now = self.now()
-            holder = self._singletons.get(name)
-            if holder is not None and holder[0] != worker_id and holder[1] > now:
+            if not self._singleton_free(name, worker_id, now):
                 return False
             with self._write():
-                self._singletons[name] = (worker_id, now + ttl)
-            return True
+                return self._take_singleton(name, worker_id, now + ttl, now)
+
+    def _singleton_free(self, name: str, holder: str, now: float) -> bool:
+        held = self._singletons.get(name)
+        return held is None or held[0] == holder or held[1] <= now
+
+    def _take_singleton(self, name: str, holder: str, until: float, now: float) -> bool:
+        if not self._singleton_free(name, holder, now):
+            return False
+        self._singletons[name] = (holder, until)
+        return True
