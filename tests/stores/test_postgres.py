@@ -144,13 +144,13 @@ def test_a_killed_connection_fails_one_call_then_reconnects(
     pg: PostgresStore, pg_store_url: str
 ) -> None:
     pg.create_service("s", {}, state="pending", desired="active")
-    pid = pg._conns.get().info.backend_pid
+    pid = pg._conns.get().conn.info.backend_pid
     with _raw(pg_store_url) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
     with pytest.raises(StoreError, match="PostgreSQL error"):
         pg.get("s")
     assert pg.get("s") is not None
-    assert pg._conns.get().info.backend_pid != pid
+    assert pg._conns.get().conn.info.backend_pid != pid
 
 
 def test_the_runnable_partial_index_serves_the_claim(pg: PostgresStore, pg_store_url: str) -> None:
@@ -167,8 +167,13 @@ def test_the_runnable_partial_index_serves_the_claim(pg: PostgresStore, pg_store
     assert "services_runnable" in plan
 
 
-def test_transactions_run_read_committed(pg: PostgresStore) -> None:
-    conn = pg._conns.get()
-    with conn.transaction():
-        level = conn.execute("SHOW transaction_isolation").fetchone()
-    assert level == {"transaction_isolation": "read committed"}
+def test_transactions_run_read_committed(pg: PostgresStore, pg_url: str) -> None:
+    # Whatever the server's default: the store's BEGIN names the level.
+    options = "options=-c%20default_transaction_isolation%3Dserializable"
+    store = PostgresStore(f"{pg_url}{'&' if '?' in pg_url else '?'}{options}", schema=pg.schema)
+    with store._transaction(write=True) as tx:
+        level = tx.execute("SHOW transaction_isolation")
+        default = tx.execute("SHOW default_transaction_isolation")
+    store.close()
+    assert level == [{"transaction_isolation": "read committed"}]
+    assert default == [{"default_transaction_isolation": "serializable"}]

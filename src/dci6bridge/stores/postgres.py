@@ -12,7 +12,12 @@ Follows ``reference/durability.md`` §8:
 * tables live in their own schema (default ``dci6bridge``), created and migrated on open
   under an advisory lock so several workers may start at once;
 * one connection per process and thread, opened lazily; a broken connection is dropped
-  and the next call reconnects.
+  and the next call reconnects;
+* few round trips: statements go out as simple-query messages (values bound client side
+  by libpq's quoting), each repeated statement ``PREPARE``-d once per connection and then
+  ``EXECUTE``-d; ``BEGIN`` travels with a transaction's first statement, and writes whose
+  result nobody reads wait to travel with the next statement or with ``COMMIT``. A
+  fenced write is two round trips: lock + clock, then write + commit.
 
 psycopg is imported only when a ``PostgresStore`` is created: install the ``postgres``
 extra (``pip install 'dci6bridge[postgres]'``).
@@ -21,9 +26,12 @@ extra (``pip install 'dci6bridge[postgres]'``).
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
+
+import attrs
 
 from dci6bridge._validate import show
 from dci6bridge.errors import ConfigError, StoreError
@@ -42,6 +50,15 @@ _NOW_EXPR = "extract(epoch FROM clock_timestamp())::float8"
 _DB_NOW = f"SELECT {_NOW_EXPR} AS now"
 _LOCKED_AT = "dci6bridge_locked_at"
 _WRITES = ("INSERT", "UPDATE", "DELETE")
+# Explicit, whatever default_transaction_isolation the server has: REPEATABLE READ claims
+# fail with serialization errors under concurrency.
+_BEGIN = b"BEGIN ISOLATION LEVEL READ COMMITTED"
+_COMMIT = b"COMMIT"
+_ROLLBACK = b"ROLLBACK"
+_PREPARABLE = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "VALUES"})
+# DML that returns no rows: nothing to wait for, so it can ride with the next message.
+_BLIND = re.compile(r"\s*(?:INSERT|UPDATE|DELETE)\b(?!.*\bRETURNING\b)", re.IGNORECASE | re.DOTALL)
+_MAX_PREPARED = 256  # per connection; the least recently used one is deallocated
 
 
 def _psycopg() -> Any:
@@ -62,21 +79,174 @@ def _password_of(pg: Any, dsn: str) -> str | None:
     return str(password) if password else None
 
 
+@attrs.frozen
+class _Sql:
+    """A statement in the ``?`` style, split once for binding."""
+
+    pieces: tuple[bytes, ...]  # the text around the ``?`` marks
+    prepared: bytes | None  # with ``$1``…``$n``, when ``PREPARE`` accepts the statement
+
+    @classmethod
+    def parse(cls, sql: str) -> _Sql:
+        pieces = sql.split("?")
+        words = sql.split(None, 1)
+        preparable = bool(words) and words[0].upper() in _PREPARABLE
+        numbered = "".join(f"{piece}${n}" for n, piece in enumerate(pieces[:-1], 1))
+        return cls(
+            tuple(piece.encode() for piece in pieces),
+            (numbered + pieces[-1]).encode() if preparable else None,
+        )
+
+
+_Result = tuple[str, int, list[dict[str, Any]]]  # status, row count, rows
+
+
+class _Session:
+    """One connection, the cursor that sends whole messages on it and the statements
+    prepared on it.
+
+    Values are bound client side (libpq's literal quoting, ``psycopg.ClientCursor``), so
+    one simple-query message may carry several statements; a statement seen before runs
+    as ``EXECUTE`` of a statement prepared with the parameter types psycopg would have
+    sent for server-side binding, so the server plans it as before.
+    """
+
+    def __init__(self, conn: Any, pg: Any) -> None:
+        self.conn = conn
+        self._cur = pg.ClientCursor(conn)
+        self._dumpers = pg.adapt.Transformer(conn)
+        self._auto = pg.adapt.PyFormat.AUTO
+        self._programming_error = pg.ProgrammingError
+        self._names: OrderedDict[tuple[bytes, tuple[int, ...]], bytes] = OrderedDict()
+        self._type_names: dict[int, str] = {0: "unknown"}
+        self._made = 0
+        self._setup: list[bytes] = []  # PREPAREs to send before the next statements
+        self._doomed: list[bytes] = []  # DEALLOCATEs to send after them
+        self._fresh: list[tuple[bytes, tuple[int, ...]]] = []  # prepared in that message
+
+    def render(self, sql: _Sql, params: Sequence[Any]) -> bytes:
+        """The statement with ``params`` bound, as the text of one message part."""
+        if len(params) != len(sql.pieces) - 1:
+            raise self._programming_error(
+                f"the statement has {len(sql.pieces) - 1} placeholders, "
+                f"but {len(params)} parameters were passed"
+            )
+        literals = [self._dumpers.as_literal(value) for value in params]
+        if sql.prepared is None:
+            parts = [sql.pieces[0]]
+            for literal, piece in zip(literals, sql.pieces[1:], strict=True):
+                parts += (literal, piece)
+            return b"".join(parts)
+        name = self._name(sql.prepared, params)
+        return b"EXECUTE %s(%s)" % (name, b", ".join(literals)) if literals else b"EXECUTE " + name
+
+    def _name(self, text: bytes, params: Sequence[Any]) -> bytes:
+        oids = tuple(
+            0 if v is None else self._dumpers.get_dumper(v, self._auto).oid for v in params
+        )
+        key = (text, oids)
+        name = self._names.get(key)
+        if name is not None:
+            self._names.move_to_end(key)
+            return name
+        self._made += 1
+        name = self._names[key] = b"dci6bridge_%d" % self._made
+        self._fresh.append(key)
+        types = f" ({', '.join(map(self._type_name, oids))})" if oids else ""
+        self._setup.append(b"PREPARE %s%s AS %s" % (name, types.encode(), text))
+        while len(self._names) > _MAX_PREPARED:
+            self._doomed.append(b"DEALLOCATE " + self._names.popitem(last=False)[1])
+        return name
+
+    def _type_name(self, oid: int) -> str:
+        name = self._type_names.get(oid)
+        if name is None:
+            info = self.conn.adapters.types.get(oid)
+            name = self._type_names[oid] = info.regtype if info is not None else "unknown"
+        return name
+
+    def send(self, statements: Sequence[bytes], *, begin: bool = False) -> list[_Result]:
+        """Send ``statements`` as one message, with the PREPAREs they need before them and
+        the DEALLOCATEs of evicted statements after them; the statements' results. The
+        first failing statement raises, and the server skips the rest of the message.
+
+        With ``begin``, the message opens a transaction first: before any other statement,
+        as one that ran before it would fix the isolation level."""
+        setup, fresh, doomed = self._setup, self._fresh, self._doomed
+        self._setup, self._fresh, self._doomed = [], [], []
+        head = [_BEGIN, *setup] if begin else setup
+        cur = self._cur
+        try:
+            cur.execute(b"; ".join([*head, *statements, *doomed]))
+        except BaseException:
+            # A PREPARE that did run (they are not transactional) is left behind unnamed
+            # rather than risking an EXECUTE of one that did not; the DEALLOCATEs, last in
+            # the message, did not run.
+            for key in fresh:
+                self._names.pop(key, None)
+            self._doomed = doomed + self._doomed
+            raise
+        results: list[_Result] = []
+        while True:
+            rows = cur.fetchall() if cur.description else []
+            results.append((cur.statusmessage or "", cur.rowcount, rows))
+            if not cur.nextset():
+                break
+        return results[len(head) : len(results) - len(doomed)]
+
+    def rollback(self) -> None:
+        """Roll the open transaction back (PREPAREs wait: an aborted one would skip them)."""
+        self._cur.execute(_ROLLBACK)
+
+
 class _Tx:
     def __init__(
-        self, conn: Any, clock: Callable[[], float] | None, convert: Callable[[str], str]
+        self,
+        session: _Session,
+        clock: Callable[[], float] | None,
+        parse: Callable[[str], _Sql],
+        *,
+        write: bool,
     ) -> None:
-        self._conn = conn
+        self._session = session
         self._clock = clock
-        self._convert = convert
+        self._parse = parse
+        self._write = write
+        self._begun = False
+        self._pending: list[bytes] = []  # blind writes not sent yet
         self._now: float | None = None
         self.changed = False
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        cur = self._conn.execute(self._convert(sql), params)
-        if cur.rowcount > 0 and (cur.statusmessage or "").startswith(_WRITES):
+        if self._write and _BLIND.match(sql):
+            self.defer(sql, params)
+            return []
+        statement = self._session.render(self._parse(sql), params)
+        return self._send([*self._take(), statement])[-1][2]
+
+    def defer(self, sql: str, params: Sequence[Any]) -> None:
+        """Queue a write whose result nobody reads: it goes out with the next statement or
+        with ``COMMIT``, and its errors surface there (still inside the transaction)."""
+        self._pending.append(self._session.render(self._parse(sql), params))
+
+    def commit(self) -> str:
+        """Send what is pending with ``COMMIT`` (nothing at all for a transaction that
+        never ran a statement); how the server ended the transaction."""
+        if not (self._begun or self._pending):
+            return "COMMIT"
+        return self._send([*self._take(), _COMMIT])[-1][0]
+
+    def _take(self) -> list[bytes]:
+        pending, self._pending = self._pending, []
+        return pending
+
+    def _send(self, statements: list[bytes]) -> list[_Result]:
+        begin = self._write and not self._begun
+        self._begun = self._begun or begin
+        results = self._session.send(statements, begin=begin)
+        if any(count > 0 and status.startswith(_WRITES) for status, count, _ in results):
             self.changed = True
-        return list(cur.fetchall()) if cur.description else []
+        return results
 
     @property
     def has_now(self) -> bool:
@@ -93,7 +263,7 @@ class _Tx:
             if self._clock is not None:
                 self._now = float(self._clock())
             else:
-                self._now = float(self._conn.execute(_DB_NOW).fetchone()["now"])
+                self._now = float(self.execute(_DB_NOW)[0]["now"])
         return self._now
 
 
@@ -145,8 +315,10 @@ class PostgresStore(SqlStore):
         self._schema = schema
         self._clock = clock
         self._timeout = max(1, int(connect_timeout_s))
-        self._sql_cache: dict[str, str] = {}
-        self._conns: PerThread[Any] = PerThread(self._connect, lambda c: c.close(), name=repr(self))
+        self._sql_cache: dict[str, _Sql] = {}
+        self._conns: PerThread[_Session] = PerThread(
+            self._connect, lambda s: s.conn.close(), name=repr(self)
+        )
         words = {
             "p": self._p,
             "text": "TEXT",
@@ -170,13 +342,13 @@ class PostgresStore(SqlStore):
         """The schema holding the tables."""
         return self._schema
 
-    def _convert(self, sql: str) -> str:
-        converted = self._sql_cache.get(sql)
-        if converted is None:
-            converted = self._sql_cache[sql] = sql.replace("?", "%s")
-        return converted
+    def _parse(self, sql: str) -> _Sql:
+        parsed = self._sql_cache.get(sql)
+        if parsed is None:
+            parsed = self._sql_cache[sql] = _Sql.parse(sql)
+        return parsed
 
-    def _connect(self) -> Any:
+    def _connect(self) -> _Session:
         pg = self._psycopg
         from psycopg.rows import dict_row
 
@@ -189,29 +361,45 @@ class PostgresStore(SqlStore):
             raise StoreError(
                 f"cannot connect to PostgreSQL at {self._where}: {self._scrub(exc)}"
             ) from None
-        # Explicit, whatever default_transaction_isolation the server has: REPEATABLE READ
-        # claims fail with serialization errors under concurrency.
-        conn.isolation_level = pg.IsolationLevel.READ_COMMITTED
-        return conn
+        return _Session(conn, pg)
 
     @contextmanager
     def _transaction(self, *, write: bool, count: bool = True) -> Iterator[_Tx]:
         pg = self._psycopg
-        conn = self._conns.get()
-        tx = _Tx(conn, self._clock, self._convert)
+        session = self._conns.get()
+        tx = _Tx(session, self._clock, self._parse, write=write)
         try:
-            if write:
-                with conn.transaction():
-                    yield tx
-                if count:
-                    self._counted(tx.changed)
-            else:
+            try:
                 yield tx
+                ended = tx.commit()
+            except BaseException:
+                self._settle(session)
+                raise
         except pg.OperationalError as exc:
             self._conns.discard()
             raise StoreError(f"PostgreSQL error on {self._where}: {self._scrub(exc)}") from exc
         except pg.Error as exc:
             raise StoreError(f"PostgreSQL error on {self._where}: {self._scrub(exc)}") from exc
+        if ended != "COMMIT":  # the answer to COMMIT in a transaction that had failed
+            raise StoreError(f"PostgreSQL error on {self._where}: the transaction was {ended}")
+        if write and count:
+            self._counted(tx.changed)
+
+    def _settle(self, session: _Session) -> None:
+        """After a failure: roll an open transaction back, or drop a connection left in
+        an unknown state, so the next call starts clean."""
+        pg = self._psycopg
+        status = session.conn.info.transaction_status
+        if status == pg.pq.TransactionStatus.IDLE:
+            return
+        if status in (pg.pq.TransactionStatus.INTRANS, pg.pq.TransactionStatus.INERROR):
+            try:
+                session.rollback()
+            except pg.Error:
+                pass
+            else:
+                return
+        self._conns.discard()
 
     def _scrub(self, exc: BaseException) -> str:
         text = redact_url(str(exc))
@@ -235,14 +423,15 @@ class PostgresStore(SqlStore):
 
     def _write_all(self, tx: Tx, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
         # Data-modifying CTEs all run, in full, whether or not the outer statement reads
-        # them: one statement (one round trip, one prepared plan) for the whole write.
-        if len(statements) < 2:
+        # them: one statement (one prepared plan) for the whole write, deferred to travel
+        # with the COMMIT (``_Tx.execute`` defers a single row-less write by itself).
+        if len(statements) < 2 or not isinstance(tx, _Tx):
             super()._write_all(tx, statements)
             return
         *first, (last_sql, last_params) = statements
         ctes = ", ".join(f"w{i} AS ({sql})" for i, (sql, _) in enumerate(first))
         params = [p for _, ps in first for p in ps]
-        tx.execute(f"WITH {ctes} {last_sql}", [*params, *last_params])
+        tx.defer(f"WITH {ctes} {last_sql}", [*params, *last_params])
 
     def _claim_sql(self, claim: Claim) -> tuple[str, list[Any]]:
         c = claim
