@@ -23,6 +23,33 @@ _DIGITS = string.digits
 _SYMBOLS = "-_.+=@%"
 
 
+class _Draws:
+    """Uniform indices from a few large draws of ``rng``: the OS generator behind
+    :class:`random.SystemRandom` costs a system call per draw, and ``choice`` and
+    ``shuffle`` draw once per character."""
+
+    _BITS = 16
+
+    def __init__(self, rng: random.Random, expected: int) -> None:
+        self._rng = rng
+        self._chunk = max(8, expected)
+        self._pool = 0
+        self._left = 0
+
+    def below(self, n: int) -> int:
+        """A uniform int in ``range(n)`` (``n`` < 2**16), by rejection sampling."""
+        limit = (1 << self._BITS) // n * n
+        while True:
+            if not self._left:
+                self._pool = self._rng.getrandbits(self._BITS * self._chunk)
+                self._left = self._chunk
+            value = self._pool & ((1 << self._BITS) - 1)
+            self._pool >>= self._BITS
+            self._left -= 1
+            if value < limit:
+                return value % n
+
+
 def generate_password(rng: random.Random, length: int = 20) -> Secret:
     """A password of ``length`` characters with at least one lower-case letter, one
     upper-case letter, one digit and one symbol (DCImanager's OS templates, like most
@@ -31,7 +58,10 @@ def generate_password(rng: random.Random, length: int = 20) -> Secret:
         raise ConfigError(f"length: {length!r} is below 8")
     classes = (_LOWER, _UPPER, _DIGITS, _SYMBOLS)
     alphabet = _LOWER + _UPPER + _DIGITS + _SYMBOLS
-    chars = [rng.choice(c) for c in classes]
-    chars += [rng.choice(alphabet) for _ in range(length - len(chars))]
-    rng.shuffle(chars)
+    draws = _Draws(rng, 2 * length + 4)
+    chars = [c[draws.below(len(c))] for c in classes]
+    chars += [alphabet[draws.below(len(alphabet))] for _ in range(length - len(chars))]
+    for i in range(len(chars) - 1, 0, -1):  # Fisher-Yates
+        j = draws.below(i + 1)
+        chars[i], chars[j] = chars[j], chars[i]
     return Secret("".join(chars))

@@ -96,9 +96,10 @@ READ_CALLS = frozenset(
 )
 
 #: Remote calls that need no write of their own before them: their intent follows from
-#: what is durable already and a retry reads it back (the user's email comes from the
-#: order and "find by email" is the read-back; the creator holds the user singleton).
-RECOVERABLE_CALLS = frozenset({"users.create"})
+#: what is durable already and a retry reads it back. The user's email comes from the
+#: order, "find by email" is its read-back and the creator holds the user singleton; the
+#: server was reserved and recorded before, a retry keeps it and reads its owner back.
+RECOVERABLE_CALLS = frozenset({"users.create", "servers.set_owner"})
 
 #: Errors worth retrying: DCImanager unreachable or overloaded, a busy object. Everything
 #: else fails the service with a department task.
@@ -316,8 +317,8 @@ class StepContext:
     # ------------------------------------------------------------------ store writes
     def defer(self, move: Move) -> None:
         """Queue a state change for the next write; ``row`` shows it at once."""
-        patch = store_rules.check_patch(move.patch)
-        self.row = store_rules.transitioned(self.row, move.to, patch, self.now())
+        # validated by the store when it is written (before anything is written)
+        self.row = store_rules.transitioned(self.row, move.to, move.patch, self.now())
         self.pending.append(move)
 
     def discard(self) -> None:
@@ -378,9 +379,11 @@ class StepContext:
         self.flush(what=what, patch=patch)
 
     def reserve(self, server_id: int, *, singleton: str | None = None) -> bool:
-        """Reserve ``server_id`` locally for this service (before any remote effect),
-        claiming ``singleton`` in the same write if it is given."""
-        return bool(self.flush(reserve=server_id, singleton=singleton).reserved)
+        """Reserve ``server_id`` locally for this service (before any remote effect) and
+        record it as the service's server, claiming ``singleton`` in the same write if it
+        is given."""
+        done = self.flush(reserve=server_id, patch={"server_id": server_id}, singleton=singleton)
+        return bool(done.reserved)
 
     def claim_singleton(self, name: str) -> bool:
         """Hold the store singleton ``name`` for this service until the lease expires
@@ -587,6 +590,16 @@ def _selecting_module(ctx: StepContext) -> Outcome:
 
 
 def _claiming_server(ctx: StepContext) -> Outcome:
+    recorded = ctx.row.server_id
+    if recorded is not None and _reserve(ctx, recorded, singleton=_user_singleton(ctx)):
+        # An earlier attempt reserved and recorded this server, then crashed: it may have
+        # assigned it already (the assignment writes nothing of its own), so keep it; the
+        # owner step reads it back.
+        return Advance(
+            S.CREATING_USER,
+            patch={"server_id": recorded},
+            detail={"server_id": recorded, "reused": True},
+        )
     module = ctx.module
     cfg = ctx.tariff.configuration
     location = module.data_center.location_id

@@ -66,18 +66,22 @@ def _refuse(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
+# An encoder is immutable once built; building one per call (json.dumps with options)
+# costs more than encoding the small documents stored here.
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True,
+    separators=(",", ":"),
+    ensure_ascii=False,
+    allow_nan=False,
+    default=_refuse,
+)
+
+
 def canonical_json(value: Any, *, field: str) -> str:
     """Sorted-key, compact JSON. Raises :class:`ConfigError` naming ``field`` for values
     that JSON cannot hold (sets, objects, NaN, a :class:`~dci6bridge.Secret`)."""
     try:
-        return json.dumps(
-            value,
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=False,
-            allow_nan=False,
-            default=_refuse,
-        )
+        return _CANONICAL.encode(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{field}: cannot be stored as JSON ({exc})") from None
 

@@ -397,22 +397,43 @@ def plan_advance(
     The first history row starts from ``expected_state`` (the state the writer saw):
     fencing makes it the current one, and without fencing (the test-only switch) the
     broken chain stays visible in the history."""
-    row = current
-    from_state = expected_state or current.state
+    state, version = current.state, current.version
+    from_state = expected_state or state
+    changes: dict[str, Any] = {}
+    data: dict[str, Any] | None = None
     history: list[tuple[int, str, str, str]] = []
     outbox: list[tuple[int, str, str]] = []
     tasks: list[NewTask] = []
+
+    def apply(patch: Mapping[str, Any]) -> None:
+        nonlocal data
+        for key, value in patch.items():
+            if key != "data":
+                changes[key] = value
+                continue
+            data = dict(current.data) if data is None else data
+            for name, item in value.items():
+                if item is None:
+                    data.pop(name, None)
+                else:
+                    data[name] = item
+
+    # the same result as transitioned() per move, then apply_patch(), in one evolve
     for to, one in checked.moves:
-        moved = transitioned(row, to, one.patch, now)
-        history.append((moved.version, from_state, to, one.detail_json))
-        outbox += [(moved.version, kind, payload) for kind, payload in one.outbox]
+        changes["attempts"] = 0  # a transition resets them unless its patch sets them
+        apply(one.patch)
+        version += 1
+        history.append((version, from_state, to, one.detail_json))
+        outbox += [(version, kind, payload) for kind, payload in one.outbox]
         if one.task is not None:
             tasks.append(one.task)
-        row, from_state = moved, to
-    if checked.patch or not checked.moves:
-        row = apply_patch(row, checked.patch, now)
+        from_state = state = to
+    apply(checked.patch)
+    if data is not None:
+        changes["data"] = data
     if release:
-        row = attrs.evolve(row, lease_owner=None, lease_until=0.0)
+        changes.update(lease_owner=None, lease_until=0.0)
     elif lease_until is not None:
-        row = attrs.evolve(row, lease_until=lease_until)
+        changes["lease_until"] = lease_until
+    row = attrs.evolve(current, **changes, state=state, version=version, updated_at=now)
     return AdvancePlan(service=row, history=history, outbox=outbox, tasks=tasks)
