@@ -78,3 +78,71 @@ def test_stale_reservation_of_a_closed_service_is_released(
     drive(prov)
     assert prov.store.server_claims() == {}
     assert prov.get("S1").status is ServiceStatus.CLOSED
+
+
+def test_a_server_taken_after_active_is_reported_not_touched(
+    prov: Provisioner, fake: FakeDCImanager, new_order: NewOrder, drive: Drive
+) -> None:
+    """T8: an outsider (or an operator) takes an ACTIVE service's server."""
+    prov.open(new_order())
+    prov.open(new_order("S2", email="bob@example.com"))
+    drive(prov)
+    sid = prov.get("S1").server_id
+    assert sid is not None
+    outsider = fake.add_user("someone@else.example")
+    fake.modify_server(sid, owner_id=outsider)
+    report = prov.reconcile()
+    assert [(x.service_id, x.server_id, x.customer_email, x.owner_email) for x in report.lost] == [
+        ("S1", sid, "jane@example.com", "someone@else.example")
+    ]
+    [task] = prov.tasks()
+    assert (task.kind, task.service_id, task.department) == ("server_lost", "S1", "AMS support")
+    assert "someone@else.example" in task.reason
+    # reported, never touched; reported once while the task is open
+    assert fake.state.servers[sid].owner_email == "someone@else.example"
+    assert prov.get("S1").status is ServiceStatus.ACTIVE
+    prov.reconcile()
+    assert len(prov.tasks()) == 1
+    # released by somebody: reported as owned by nobody
+    fake.modify_server(sid, owner_id=None)
+    [lost] = prov.reconcile().lost
+    assert lost.owner_email is None
+
+
+def test_a_suspended_service_keeps_its_server_without_a_report(
+    prov: Provisioner, new_order: NewOrder, drive: Drive
+) -> None:
+    prov.open(new_order())
+    drive(prov)
+    prov.suspend("S1")
+    drive(prov)
+    assert prov.get("S1").status is ServiceStatus.SUSPENDED
+    assert prov.reconcile().clean
+
+
+def test_our_unused_users_are_deleted_needed_ones_kept(
+    prov: Provisioner, fake: FakeDCImanager, new_order: NewOrder, drive: Drive
+) -> None:
+    prov.open(new_order())
+    drive(prov)
+    # left behind by a crash: ours (marked), owns nothing, no service needs it
+    stray = fake.add_user("gone@example.com", full_name="gone@example.com [dci6bridge]")
+    # not ours: never touched, even if it owns nothing
+    foreign = fake.add_user("admin2@example.com", full_name="Second admin")
+    # ours and owning nothing, but a live service of that customer may still use it
+    pending = fake.add_user("next@example.com", full_name="next@example.com [dci6bridge]")
+    prov.open(new_order("S9", email="Next@Example.com"))
+    report = prov.reconcile()
+    assert [uid for _, uid in report.deleted_users] == [stray]
+    ids = {u.id for u in fake.state.users.values()}
+    assert stray not in ids
+    assert {foreign, pending} <= ids
+    # the customer with a server keeps its user
+    assert fake.state.users_by_email("jane@example.com")
+    # once the waiting service is closed (before it got to the user), the next sweep
+    # deletes its customer's unused user too
+    prov.close("S9")
+    drive(prov)
+    assert [uid for _, uid in prov.reconcile().deleted_users] == [pending]
+    assert fake.state.users_by_email("next@example.com") == ()
+    assert prov.reconcile().clean

@@ -8,6 +8,13 @@ takes them). The sweep covers what leases cannot see (``reference/durability.md`
 * **orphan servers** — a server owned in DCImanager by one of our customers' users that
   no live service records: reported, with an ``orphan_server`` task, never touched
   (an operator may have handed it over by hand);
+* **lost servers** — a live service past provisioning (``active``, ``suspended``, ...)
+  whose server is no longer owned by its customer in DCImanager (an outsider or an
+  operator took it, or released it): reported, with a ``server_lost`` task, never touched;
+* **unused users** — DCImanager users this library created (marked ``[dci6bridge]``)
+  that own nothing and that no live service of that module needs (its customer has none,
+  or none that could still pick that module): deleted (a crash can leave one behind,
+  e.g. right after it was created for a service that was then closed);
 * **stale reservations** — a local reservation held by a closed or failed service whose
   server has no owner in DCImanager: handed to a worker to release (under a lease,
   fenced like every write).
@@ -26,16 +33,30 @@ import attrs
 
 from dci6bridge.client.query import Q
 from dci6bridge.domain import Order
-from dci6bridge.errors import ConfigError, Dci6BridgeError, InvalidRequest, ServiceNotFound
+from dci6bridge.errors import (
+    ConfigError,
+    ConflictError,
+    Dci6BridgeError,
+    InvalidRequest,
+    NotFoundError,
+    ServiceNotFound,
+)
 from dci6bridge.stores.base import NewTask, StoredService
 
 from .states import ServiceState
-from .steps import user_email
+from .steps import USER_MARKER, user_email
 
 if TYPE_CHECKING:
     from .provisioner import Provisioner
 
-__all__ = ["STATE_BUDGETS", "OrphanServer", "ReconcileReport", "StuckService", "reconcile"]
+__all__ = [
+    "STATE_BUDGETS",
+    "LostServer",
+    "OrphanServer",
+    "ReconcileReport",
+    "StuckService",
+    "reconcile",
+]
 
 log = logging.getLogger("dci6bridge.provisioning")
 
@@ -82,12 +103,33 @@ class OrphanServer:
 
 
 @attrs.frozen
+class LostServer:
+    """Service ``service_id`` holds server ``server_id`` of ``module`` for
+    ``customer_email``, but DCImanager says ``owner_email`` owns it (``None``: nobody)."""
+
+    service_id: str
+    module: str
+    server_id: int
+    customer_email: str
+    owner_email: str | None
+
+
+#: States in which the service's server must be owned by its customer.
+OWNED_STATES = frozenset(
+    {S.ACTIVE, S.SUSPENDING, S.SUSPENDED, S.RESUMING, S.REINSTALLING, S.REBOOTING}
+)
+
+
+@attrs.frozen
 class ReconcileReport:
     """What one sweep found and did.
 
     Attributes:
         stuck: services over their state's time budget (a task was opened for each).
         orphans: servers owned by our customers that no live service records.
+        lost: live services whose server their customer no longer owns (a task was
+            opened for each).
+        deleted_users: ``(module, user id)`` of unused users of ours that were deleted.
         released_claims: server ids whose stale reservation was handed to a worker to
             release.
         errors: modules that could not be checked, with the reason.
@@ -95,13 +137,23 @@ class ReconcileReport:
 
     stuck: tuple[StuckService, ...] = ()
     orphans: tuple[OrphanServer, ...] = ()
+    lost: tuple[LostServer, ...] = ()
+    deleted_users: tuple[tuple[str, int], ...] = ()
     released_claims: tuple[int, ...] = ()
     errors: tuple[str, ...] = ()
 
     @property
     def clean(self) -> bool:
-        """Nothing stuck, no orphans, nothing released, no errors."""
-        return not (self.stuck or self.orphans or self.released_claims or self.errors)
+        """Nothing stuck, no orphans or lost servers, nothing deleted or released, no
+        errors."""
+        return not (
+            self.stuck
+            or self.orphans
+            or self.lost
+            or self.deleted_users
+            or self.released_claims
+            or self.errors
+        )
 
 
 def _since(row: StoredService) -> float:
@@ -137,13 +189,16 @@ def reconcile(prov: Provisioner) -> ReconcileReport:
         stuck.append(StuckService(row.service_id, row.state, age, budget, task.id))
         log.warning("service %s: stuck in %s for %.0f s", row.service_id, row.state, age)
 
-    orphans, errors = _orphans(prov, rows)
+    orphans, lost, errors = _servers(prov, rows)
+    deleted, user_errors = _unused_users(prov, rows)
     released = _stale_claims(prov, rows)
     return ReconcileReport(
         stuck=tuple(stuck),
         orphans=tuple(orphans),
+        lost=tuple(lost),
+        deleted_users=tuple(deleted),
         released_claims=tuple(released),
-        errors=tuple(errors),
+        errors=tuple(errors + user_errors),
     )
 
 
@@ -157,17 +212,30 @@ def _emails(rows: list[StoredService]) -> set[str]:
     return out
 
 
-def _orphans(prov: Provisioner, rows: list[StoredService]) -> tuple[list[OrphanServer], list[str]]:
+def _email_of(row: StoredService) -> str | None:
+    try:
+        return user_email(Order.from_spec(row.spec))
+    except ConfigError:
+        return None
+
+
+def _servers(
+    prov: Provisioner, rows: list[StoredService]
+) -> tuple[list[OrphanServer], list[LostServer], list[str]]:
+    """One listing of the owned servers per module: orphans and lost servers."""
     ours = _emails(rows)
-    recorded = {
-        (row.module, row.server_id)
-        for row in rows
-        if row.server_id is not None and row.state != S.CLOSED.value
-    }
+    live = [row for row in rows if row.state != S.CLOSED.value]
+    recorded = {(row.module, row.server_id) for row in live if row.server_id is not None}
+    owned_rows = [
+        row
+        for row in live
+        if row.server_id is not None and row.module and ServiceState(row.state) in OWNED_STATES
+    ]
     found: list[OrphanServer] = []
+    lost: list[LostServer] = []
     errors: list[str] = []
     if not ours:
-        return found, errors
+        return found, lost, errors
     for module in prov.catalog.modules:
         if not module.data_center.selectable:
             continue
@@ -181,8 +249,9 @@ def _orphans(prov: Provisioner, rows: list[StoredService]) -> tuple[list[OrphanS
         except Dci6BridgeError as exc:
             errors.append(f"{module.name}: {exc}")
             continue
+        owners = {server.id: (server.owner_email or "").strip().lower() for server in servers}
         for server in servers:
-            owner = (server.owner_email or "").strip().lower()
+            owner = owners[server.id]
             if owner not in ours or (module.name, server.id) in recorded:
                 continue
             found.append(OrphanServer(module.name, server.id, owner))
@@ -198,7 +267,80 @@ def _orphans(prov: Provisioner, rows: list[StoredService]) -> tuple[list[OrphanS
                 ),
             )
             log.warning("orphan server %s in %s owned by %s", server.id, module.name, owner)
-    return found, errors
+        for row in owned_rows:
+            if row.module != module.name or row.server_id is None:
+                continue
+            customer = _email_of(row)
+            holder = owners.get(row.server_id)  # absent from the listing: no owner
+            if customer is None or holder == customer:
+                continue
+            lost.append(LostServer(row.service_id, module.name, row.server_id, customer, holder))
+            prov.store.add_task(
+                row.service_id,
+                NewTask(
+                    department=module.department,
+                    kind="server_lost",
+                    reason=(
+                        f"server {row.server_id} of service {row.service_id!r} is owned by "
+                        f"{holder or 'nobody'} in module {module.name!r}, not by the "
+                        f"customer {customer!r}"
+                    ),
+                ),
+            )
+            log.warning(
+                "service %s: server %s is owned by %s, not by %s",
+                row.service_id,
+                row.server_id,
+                holder or "nobody",
+                customer,
+            )
+    return found, lost, errors
+
+
+def _unused_users(
+    prov: Provisioner, rows: list[StoredService]
+) -> tuple[list[tuple[str, int]], list[str]]:
+    """Delete our users that own nothing and that no live service may still need.
+
+    A service is stored before its user is created, so a user whose email no live
+    service of that module (or one still choosing its module) carries cannot be in the
+    middle of being set up."""
+    needed: dict[str | None, set[str]] = {}
+    for row in rows:
+        if row.state == S.CLOSED.value:
+            continue
+        email = _email_of(row)
+        if email is not None:
+            needed.setdefault(row.module, set()).add(email)
+    undecided = needed.get(None, set())
+    deleted: list[tuple[str, int]] = []
+    errors: list[str] = []
+    for module in prov.catalog.modules:
+        if not module.data_center.selectable:
+            continue
+        client = prov.client(module)
+        keep = needed.get(module.name, set()) | undecided
+        try:
+            users = list(client.users.list())
+        except Dci6BridgeError as exc:
+            errors.append(f"{module.name}: users: {exc}")
+            continue
+        for user in users:
+            email = user.email.strip().lower()
+            if USER_MARKER not in (user.full_name or "") or email in keep:
+                continue
+            if user.server_count:
+                continue  # owns something: the orphan check reports its servers
+            try:
+                client.users.delete(user.id)
+            except (NotFoundError, ConflictError):
+                continue  # gone already, or owns something after all
+            except Dci6BridgeError as exc:
+                errors.append(f"{module.name}: deleting user {user.id}: {exc}")
+                continue
+            deleted.append((module.name, user.id))
+            log.warning("deleted unused user %s (%s) in %s", user.id, email, module.name)
+    return deleted, errors
 
 
 def _stale_claims(prov: Provisioner, rows: list[StoredService]) -> list[int]:
