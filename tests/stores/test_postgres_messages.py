@@ -1,5 +1,6 @@
-"""How PostgresStore talks to the server: round trips per call, client-side binding,
-prepared statements, and what a failure or a Python exception mid-transaction leaves."""
+"""How PostgresStore talks to the server: round trips per call (pipeline batches), value
+binding, prepared statements, and what a failure or a Python exception mid-transaction
+leaves behind."""
 
 from __future__ import annotations
 
@@ -30,8 +31,9 @@ def pg(pg_store_url: str) -> Iterator[PostgresStore]:
 
 @pytest.fixture
 def round_trips(pg: PostgresStore, tmp_path: Path) -> Iterator[Callable[[Callable[[], Any]], int]]:
-    """``round_trips(call)``: how many times the server answered ReadyForQuery during
-    ``call``, i.e. request/response round trips, as libpq's own protocol trace saw them."""
+    """``round_trips(call)``: how many batches the client sent during ``call``, as libpq's
+    own protocol trace saw them: each ends with a Sync or a Flush (pipeline mode) or is
+    one Query message, and each waits for its answers."""
     conn = pg._conns.get().conn
     trace = tmp_path / "libpq.trace"
     with trace.open("w") as sink:
@@ -41,7 +43,8 @@ def round_trips(pg: PostgresStore, tmp_path: Path) -> Iterator[Callable[[Callabl
         def count(call: Callable[[], Any]) -> int:
             def seen() -> int:
                 sink.flush()
-                return trace.read_text().count("\tReadyForQuery\t")
+                sent = [line.split("\t") for line in trace.read_text().splitlines()]
+                return sum(1 for f in sent if f[0] == "F" and f[2] in ("Sync", "Flush", "Query"))
 
             before = seen()
             call()
@@ -109,6 +112,8 @@ def test_a_python_exception_after_the_lock_read_rolls_back(pg: PostgresStore) ->
     other.close()
     assert moved.version == 1
     assert pg.history("s")[-1].to_state == "y"
+    # The statements first prepared in the rolled-back transaction are still there.
+    assert pg.checkpoint(lease, expected_version=1, patch={"module": "m"}).module == "m"
 
 
 def test_a_python_exception_discards_deferred_writes(pg: PostgresStore) -> None:
@@ -175,7 +180,7 @@ VALUES: list[Any] = [
 ]
 
 
-def test_values_bound_client_side_come_back_unchanged(pg: PostgresStore) -> None:
+def test_values_come_back_unchanged(pg: PostgresStore) -> None:
     marks = ", ".join(f"? AS v{i}" for i in range(len(VALUES)))
     for _ in range(2):  # prepared on first use, then executed again
         with pg._transaction(write=False) as tx:
@@ -185,9 +190,9 @@ def test_values_bound_client_side_come_back_unchanged(pg: PostgresStore) -> None
     with pg._transaction(write=False) as tx:
         [nan] = tx.execute("SELECT ? AS v", [math.nan])
     assert math.isnan(nan["v"])
-    with pg._transaction(write=True) as tx:  # a statement PREPARE refuses: bound inline
-        tx.execute("CREATE TEMP TABLE inline_bound ON COMMIT DROP AS SELECT ? AS a", [VALUES[1]])
-        assert tx.execute("SELECT a FROM inline_bound") == [{"a": VALUES[1]}]
+    with pg._transaction(write=True) as tx:  # DDL: sent unnamed, with its parameters
+        tx.execute("CREATE TEMP TABLE unnamed_bound ON COMMIT DROP AS SELECT ? AS a", [VALUES[1]])
+        assert tx.execute("SELECT a FROM unnamed_bound") == [{"a": VALUES[1]}]
 
 
 def test_a_spec_full_of_quotes_round_trips_through_the_store(pg: PostgresStore) -> None:

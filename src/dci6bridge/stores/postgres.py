@@ -13,11 +13,11 @@ Follows ``reference/durability.md`` §8:
   under an advisory lock so several workers may start at once;
 * one connection per process and thread, opened lazily; a broken connection is dropped
   and the next call reconnects;
-* few round trips: statements go out as simple-query messages (values bound client side
-  by libpq's quoting), each repeated statement ``PREPARE``-d once per connection and then
-  ``EXECUTE``-d; ``BEGIN`` travels with a transaction's first statement, and writes whose
-  result nobody reads wait to travel with the next statement or with ``COMMIT``. A
-  fenced write is two round trips: lock + clock, then write + commit.
+* few round trips: the connection runs in libpq pipeline mode, so ``BEGIN`` travels with
+  a transaction's first statement and writes whose result nobody reads wait to travel with
+  the next statement or with ``COMMIT``; a fenced write is two round trips (lock + clock,
+  then write + commit). Values are bound server side as psycopg binds them, and each
+  statement is prepared once per connection.
 
 psycopg is imported only when a ``PostgresStore`` is created: install the ``postgres``
 extra (``pip install 'dci6bridge[postgres]'``).
@@ -25,6 +25,7 @@ extra (``pip install 'dci6bridge[postgres]'``).
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -81,122 +82,200 @@ def _password_of(pg: Any, dsn: str) -> str | None:
 
 @attrs.frozen
 class _Sql:
-    """A statement in the ``?`` style, split once for binding."""
+    """A statement in the ``?`` style, numbered for the server once."""
 
-    pieces: tuple[bytes, ...]  # the text around the ``?`` marks
-    prepared: bytes | None  # with ``$1``…``$n``, when ``PREPARE`` accepts the statement
+    text: bytes  # with ``$1``…``$n``
+    marks: int
+    preparable: bool  # kept as a named prepared statement on the connection
 
     @classmethod
     def parse(cls, sql: str) -> _Sql:
         pieces = sql.split("?")
-        words = sql.split(None, 1)
-        preparable = bool(words) and words[0].upper() in _PREPARABLE
         numbered = "".join(f"{piece}${n}" for n, piece in enumerate(pieces[:-1], 1))
+        words = sql.split(None, 1)
         return cls(
-            tuple(piece.encode() for piece in pieces),
-            (numbered + pieces[-1]).encode() if preparable else None,
+            (numbered + pieces[-1]).encode(),
+            len(pieces) - 1,
+            bool(words) and words[0].upper() in _PREPARABLE,
         )
 
 
-_Result = tuple[str, int, list[dict[str, Any]]]  # status, row count, rows
+@attrs.frozen
+class _Bound:
+    """A statement with its values dumped (at the call, so later changes to the caller's
+    objects cannot reach a deferred write), their types and formats."""
+
+    sql: _Sql
+    values: Sequence[Any]
+    types: tuple[int, ...]
+    formats: Sequence[Any]
+
+
+_Result = tuple[str, int, list[dict[str, Any]]]  # command status, row count, rows
 
 
 class _Session:
-    """One connection, the cursor that sends whole messages on it and the statements
-    prepared on it.
+    """One connection in libpq pipeline mode, and the statements prepared on it.
 
-    Values are bound client side (libpq's literal quoting, ``psycopg.ClientCursor``), so
-    one simple-query message may carry several statements; a statement seen before runs
-    as ``EXECUTE`` of a statement prepared with the parameter types psycopg would have
-    sent for server-side binding, so the server plans it as before.
+    A batch of statements goes out in one write and ends with a Sync (the end of a
+    read or of a transaction) or a flush request (a transaction that goes on); its
+    results come back together. Values are dumped exactly as psycopg dumps them for
+    server-side binding, and each statement is prepared once per connection (by name,
+    keyed on its text and parameter types, as psycopg does).
     """
 
     def __init__(self, conn: Any, pg: Any) -> None:
         self.conn = conn
-        self._cur = pg.ClientCursor(conn)
-        self._dumpers = pg.adapt.Transformer(conn)
+        self._pq = conn.pgconn
+        self._pq.enter_pipeline_mode()
+        self._adapt = pg.adapt.Transformer(conn)
         self._auto = pg.adapt.PyFormat.AUTO
+        self._status = pg.pq.ExecStatus
+        self._error_from = pg.errors.error_from_result
+        self._encoding = conn.info.encoding
         self._programming_error = pg.ProgrammingError
+        self._operational_error = pg.OperationalError
+        self._error = pg.Error
+        self._idle = pg.pq.TransactionStatus.IDLE
+        self._wait_r, self._wait_w = pg.waiting.Wait.R, pg.waiting.Wait.W
         self._names: OrderedDict[tuple[bytes, tuple[int, ...]], bytes] = OrderedDict()
-        self._type_names: dict[int, str] = {0: "unknown"}
         self._made = 0
-        self._setup: list[bytes] = []  # PREPAREs to send before the next statements
-        self._doomed: list[bytes] = []  # DEALLOCATEs to send after them
-        self._fresh: list[tuple[bytes, tuple[int, ...]]] = []  # prepared in that message
+        self._doomed: list[bytes] = []  # evicted names, deallocated after the next batch
+        self.unsynced = False  # a transaction's batch went out without a Sync
 
-    def render(self, sql: _Sql, params: Sequence[Any]) -> bytes:
-        """The statement with ``params`` bound, as the text of one message part."""
-        if len(params) != len(sql.pieces) - 1:
+    def bind(self, sql: _Sql, params: Sequence[Any]) -> _Bound:
+        """``sql`` with ``params`` dumped."""
+        if len(params) != sql.marks:
             raise self._programming_error(
-                f"the statement has {len(sql.pieces) - 1} placeholders, "
+                f"the statement has {sql.marks} placeholders, "
                 f"but {len(params)} parameters were passed"
             )
-        literals = [self._dumpers.as_literal(value) for value in params]
-        if sql.prepared is None:
-            parts = [sql.pieces[0]]
-            for literal, piece in zip(literals, sql.pieces[1:], strict=True):
-                parts += (literal, piece)
-            return b"".join(parts)
-        name = self._name(sql.prepared, params)
-        return b"EXECUTE %s(%s)" % (name, b", ".join(literals)) if literals else b"EXECUTE " + name
+        values = self._adapt.dump_sequence(params, [self._auto] * len(params))
+        return _Bound(sql, values, tuple(self._adapt.types), tuple(self._adapt.formats))
 
-    def _name(self, text: bytes, params: Sequence[Any]) -> bytes:
-        oids = tuple(
-            0 if v is None else self._dumpers.get_dumper(v, self._auto).oid for v in params
-        )
-        key = (text, oids)
+    def run(
+        self, statements: Sequence[_Bound], *, begin: bool = False, end: bytes | None = None
+    ) -> tuple[list[_Result], str]:
+        """Send ``statements`` as one batch (after ``BEGIN`` with ``begin``; followed by
+        ``end``, ``COMMIT`` or ``ROLLBACK``, and a Sync when ``end`` is given or no
+        transaction is open); their results, and the command status of ``end``. The first
+        failing statement raises; the server skips the rest of the batch."""
+        pq = self._pq
+        expect: list[tuple[str, Any]] = []
+        if begin:
+            pq.send_query_params(_BEGIN, None)
+            expect.append(("control", None))
+        for bound in statements:
+            if bound.sql.preparable:
+                name = self._name(bound, expect)
+                pq.send_query_prepared(name, bound.values, param_formats=bound.formats)
+            else:
+                pq.send_query_params(
+                    bound.sql.text, bound.values, bound.types, param_formats=bound.formats
+                )
+            expect.append(("statement", None))
+        if end is not None:
+            pq.send_query_params(end, None)
+            expect.append(("end", None))
+        doomed, self._doomed = self._doomed, []
+        for name in doomed:
+            pq.send_query_params(b"DEALLOCATE " + name, None)
+            expect.append(("deallocate", name))
+        sync = end is not None or not (begin or self.unsynced)
+        if sync:
+            pq.pipeline_sync()
+            expect.append(("sync", None))
+        else:
+            pq.send_flush_request()
+        self.unsynced = not sync
+        groups = self.conn.wait(self._exchange(len(expect)))
+        return self._results(expect, groups)
+
+    def _name(self, bound: _Bound, expect: list[tuple[str, Any]]) -> bytes:
+        key = (bound.sql.text, bound.types)
         name = self._names.get(key)
         if name is not None:
             self._names.move_to_end(key)
             return name
         self._made += 1
         name = self._names[key] = b"dci6bridge_%d" % self._made
-        self._fresh.append(key)
-        types = f" ({', '.join(map(self._type_name, oids))})" if oids else ""
-        self._setup.append(b"PREPARE %s%s AS %s" % (name, types.encode(), text))
+        self._pq.send_prepare(name, bound.sql.text, bound.types)
+        expect.append(("prepare", key))
         while len(self._names) > _MAX_PREPARED:
-            self._doomed.append(b"DEALLOCATE " + self._names.popitem(last=False)[1])
+            self._doomed.append(self._names.popitem(last=False)[1])
         return name
 
-    def _type_name(self, oid: int) -> str:
-        name = self._type_names.get(oid)
-        if name is None:
-            info = self.conn.adapters.types.get(oid)
-            name = self._type_names[oid] = info.regtype if info is not None else "unknown"
-        return name
+    def _exchange(self, groups: int) -> Any:
+        # A generator for psycopg's wait(): flush the batch, then collect one group of
+        # results per query (and one per Sync).
+        pq = self._pq
+        while pq.flush():
+            yield self._wait_w
+        got: list[list[Any]] = []
+        current: list[Any] = []
+        while len(got) < groups:
+            yield self._wait_r
+            pq.consume_input()
+            while not pq.is_busy():
+                result = pq.get_result()
+                if result is None:
+                    if not current:
+                        break
+                    got.append(current)
+                    current = []
+                elif result.status == self._status.PIPELINE_SYNC:
+                    got.append([result])
+                else:
+                    current.append(result)
+        return got
 
-    def send(self, statements: Sequence[bytes], *, begin: bool = False) -> list[_Result]:
-        """Send ``statements`` as one message, with the PREPAREs they need before them and
-        the DEALLOCATEs of evicted statements after them; the statements' results. The
-        first failing statement raises, and the server skips the rest of the message.
-
-        With ``begin``, the message opens a transaction first: before any other statement,
-        as one that ran before it would fix the isolation level."""
-        setup, fresh, doomed = self._setup, self._fresh, self._doomed
-        self._setup, self._fresh, self._doomed = [], [], []
-        head = [_BEGIN, *setup] if begin else setup
-        cur = self._cur
-        try:
-            cur.execute(b"; ".join([*head, *statements, *doomed]))
-        except BaseException:
-            # A PREPARE that did run (they are not transactional) is left behind unnamed
-            # rather than risking an EXECUTE of one that did not; the DEALLOCATEs, last in
-            # the message, did not run.
-            for key in fresh:
-                self._names.pop(key, None)
-            self._doomed = doomed + self._doomed
-            raise
+    def _results(
+        self, expect: list[tuple[str, Any]], groups: list[list[Any]]
+    ) -> tuple[list[_Result], str]:
+        status = self._status
+        failed = None
         results: list[_Result] = []
-        while True:
-            rows = cur.fetchall() if cur.description else []
-            results.append((cur.statusmessage or "", cur.rowcount, rows))
-            if not cur.nextset():
-                break
-        return results[len(head) : len(results) - len(doomed)]
+        ended = ""
+        for (kind, key), group in zip(expect, groups, strict=True):
+            result = group[-1]
+            ok = result.status in (status.COMMAND_OK, status.TUPLES_OK)
+            if not ok and result.status != status.PIPELINE_SYNC:
+                failed = failed or (result if result.status == status.FATAL_ERROR else None)
+                if kind == "prepare":  # never created: prepare it again next time
+                    self._names.pop(key, None)
+                elif kind == "deallocate":
+                    self._doomed.append(key)
+                continue
+            if kind == "statement":
+                results.append(self._rows(result))
+            elif kind == "end":
+                ended = (result.command_status or b"").decode()
+        if failed is not None:
+            raise self._error_from(failed, encoding=self._encoding)
+        return results, ended
+
+    def _rows(self, result: Any) -> _Result:
+        command = (result.command_status or b"").decode()
+        count = -1 if result.command_tuples is None else result.command_tuples
+        if result.status != self._status.TUPLES_OK:
+            return command, count, []
+        names = [result.fname(i).decode(self._encoding) for i in range(result.nfields)]
+        self._adapt.set_pgresult(result)
+        rows = self._adapt.load_rows(
+            0, result.ntuples, lambda values: dict(zip(names, values, strict=True))
+        )
+        return command, count, rows
 
     def rollback(self) -> None:
-        """Roll the open transaction back (PREPAREs wait: an aborted one would skip them)."""
-        self._cur.execute(_ROLLBACK)
+        """End whatever transaction is open, leaving the connection idle. A batch that
+        failed leaves an aborted pipeline (the first ROLLBACK is skipped, its Sync ends
+        it) or an aborted transaction (the next ROLLBACK ends that)."""
+        for _ in range(2):
+            with contextlib.suppress(self._error):  # the state tells what is left to do
+                self.run([], end=_ROLLBACK)
+            if self._pq.transaction_status == self._idle:
+                return
+        raise self._operational_error("the connection did not return to idle")
 
 
 class _Tx:
@@ -213,7 +292,7 @@ class _Tx:
         self._parse = parse
         self._write = write
         self._begun = False
-        self._pending: list[bytes] = []  # blind writes not sent yet
+        self._pending: list[_Bound] = []  # blind writes not sent yet
         self._now: float | None = None
         self.changed = False
 
@@ -221,32 +300,34 @@ class _Tx:
         if self._write and _BLIND.match(sql):
             self.defer(sql, params)
             return []
-        statement = self._session.render(self._parse(sql), params)
-        return self._send([*self._take(), statement])[-1][2]
+        bound = self._session.bind(self._parse(sql), params)
+        return self._send([*self._take(), bound])[0][-1][2]
 
     def defer(self, sql: str, params: Sequence[Any]) -> None:
         """Queue a write whose result nobody reads: it goes out with the next statement or
         with ``COMMIT``, and its errors surface there (still inside the transaction)."""
-        self._pending.append(self._session.render(self._parse(sql), params))
+        self._pending.append(self._session.bind(self._parse(sql), params))
 
     def commit(self) -> str:
         """Send what is pending with ``COMMIT`` (nothing at all for a transaction that
         never ran a statement); how the server ended the transaction."""
         if not (self._begun or self._pending):
             return "COMMIT"
-        return self._send([*self._take(), _COMMIT])[-1][0]
+        return self._send(self._take(), end=_COMMIT)[1]
 
-    def _take(self) -> list[bytes]:
+    def _take(self) -> list[_Bound]:
         pending, self._pending = self._pending, []
         return pending
 
-    def _send(self, statements: list[bytes]) -> list[_Result]:
+    def _send(
+        self, statements: list[_Bound], end: bytes | None = None
+    ) -> tuple[list[_Result], str]:
         begin = self._write and not self._begun
         self._begun = self._begun or begin
-        results = self._session.send(statements, begin=begin)
+        results, ended = self._session.run(statements, begin=begin, end=end)
         if any(count > 0 and status.startswith(_WRITES) for status, count, _ in results):
             self.changed = True
-        return results
+        return results, ended
 
     @property
     def has_now(self) -> bool:
@@ -388,16 +469,14 @@ class PostgresStore(SqlStore):
     def _settle(self, session: _Session) -> None:
         """After a failure: roll an open transaction back, or drop a connection left in
         an unknown state, so the next call starts clean."""
-        pg = self._psycopg
+        states = self._psycopg.pq.TransactionStatus
         status = session.conn.info.transaction_status
-        if status == pg.pq.TransactionStatus.IDLE:
+        if status == states.IDLE and not session.unsynced:
             return
-        if status in (pg.pq.TransactionStatus.INTRANS, pg.pq.TransactionStatus.INERROR):
-            try:
+        if session.unsynced or status in (states.INTRANS, states.INERROR):
+            # A connection that cannot roll back is dropped.
+            with contextlib.suppress(Exception):
                 session.rollback()
-            except pg.Error:
-                pass
-            else:
                 return
         self._conns.discard()
 
