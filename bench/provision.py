@@ -1,27 +1,36 @@
 """Provisioning throughput and orchestrator overhead (issue 5; durability.md §10).
 
-Provisions ``--orders`` orders (default 1,000) against the in-process simulator with
-instant installs, for SQLite and PostgreSQL with 1, 2 and 4 worker threads (each with
-its own store connection and ``Provisioner``), and prints per run:
+**Overhead.** One worker provisions ``--orders`` orders (default 1,000) against the
+in-process simulator with instant installs, for SQLite and PostgreSQL, and the same
+orders are provisioned by **bare client calls** (``dci6bridge.Client``, no store, no
+orchestrator) against simulators with the same inventory. The sides take turns every
+``--chunk`` orders (in ABBA order), so slow and fast moments of a shared machine hit
+every side alike; ``--rounds`` repeats the whole comparison and the median is reported.
+Two bare sequences are measured:
 
-* **orders/s** — orders made ACTIVE per second of worker time (opening excluded);
-* **writes/order** — store write transactions per order (``store.write_count`` of every
-  store object, the billing side's ``open`` included);
-* **store calls** — store method calls per order (reads and writes, worker side);
-* **ms/order** (1 worker) — wall time per order, split into store time (every store
-  call, timed through a proxy), simulator time (inside the in-process transport) and
-  the rest (client library + orchestrator logic). Worker threads share one interpreter
-  (the in-process simulator cannot be shared across processes), so more threads add
-  lock and GIL waits rather than throughput, and their time does not split cleanly.
+* **bare**: the 7 calls an order needs at the least: free counts, one page of free
+  servers (the orchestrator's page size), find user, create user, set owner, install,
+  one read of the finished install (the OS template list once, as the orchestrator
+  caches it);
+* **bare+check**: the same plus a read of the server between the owner assignment and
+  the install, which ``reference/dci6-api.md`` §7 asks for (it is unknown whether the
+  assignment refuses an owned server or overwrites it, and an install wipes the disk).
+  The orchestrator makes that read too (and takes the install's baseline from it).
 
-Then, in the same run, the **bare client calls** an order needs — free counts, one page
-of free servers, find user, create user, set owner, install, one read of the finished
-install (the template list once per run, as the orchestrator caches it) — are made
-directly with ``dci6bridge.Client`` against a fresh simulator with the same inventory,
-and the orchestrator's time per order (1 worker) is compared with them.
+Per run: ms/order (wall), CPU ms of the thread, the store's share (every store call,
+timed through a proxy), the simulator's share (time inside the in-process transport,
+DCImanager's own work), the rest (client library + orchestrator logic), store writes per
+order (``write_count`` of every store object, billing's ``open`` included) and requests
+per order. ``--latency-ms`` adds a real network delay to every request on every side.
 
-    python bench/provision.py                          # SQLite + PostgreSQL, 1/2/4 workers
-    python bench/provision.py --stores sqlite --orders 200
+**Throughput with 2 and 4 workers** (threads, each with its own store connection and
+``Provisioner``): orders/s and writes/order. Threads share one interpreter (the
+in-process simulator cannot be shared by processes), so more threads add lock and GIL
+waits rather than throughput.
+
+    python bench/provision.py                          # SQLite + PostgreSQL
+    python bench/provision.py --stores sqlite --orders 300 --rounds 1 --workers 1
+    python bench/provision.py --latency-ms 2 --orders 300
     python bench/provision.py --pg-url postgresql://user@host/db --json out.json
 
 Targets: <= 25 store writes per order; orchestrator overhead <= 25 % over the bare
@@ -45,6 +54,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import httpx
 
 # the store benchmark next to this script starts the throwaway PostgreSQL server
@@ -53,12 +63,12 @@ from store_cas import _pg_url as pg_url_or_server
 from dci6bridge import Catalog, Client, Order, Provisioner, Q, open_store
 from dci6bridge.provisioning._failpoints import Failpoints
 from dci6bridge.provisioning.states import IN_FLIGHT
+from dci6bridge.provisioning.steps import CLAIM_PAGE  # the orchestrator's page of free servers
 from dci6bridge.testing import FakeDCImanager
 
 CONFIGURATION = "E3-1230v6-64Gb-2x480SSD"
 OS_TEMPLATE = "Ubuntu 22.04"
 LOCATION = 1
-CLAIM_PAGE = 25  # the orchestrator reads free servers one page of this size at a time
 
 
 class Stopwatch:
@@ -76,15 +86,19 @@ class Stopwatch:
 
 
 class TimedTransport(httpx.BaseTransport):
-    """The simulator's transport, timed: the time spent answering inside it."""
+    """The simulator's transport, timed: the time spent answering inside it (and in the
+    network ``latency`` added to every request, as a real DCImanager would have)."""
 
-    def __init__(self, inner: httpx.BaseTransport, watch: Stopwatch) -> None:
+    def __init__(self, inner: httpx.BaseTransport, watch: Stopwatch, latency: float = 0.0) -> None:
         self._inner = inner
         self._watch = watch
+        self._latency = latency
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         start = time.perf_counter()
         try:
+            if self._latency:
+                time.sleep(self._latency)
             return self._inner.handle_request(request)
         finally:
             self._watch.add(time.perf_counter() - start)
@@ -204,7 +218,16 @@ def run_orchestrator(store_url: str, orders: int, workers: int) -> dict[str, Any
             errors.append(exc)
             done.set()
 
-    threads = [threading.Thread(target=work, args=(p,)) for p in provs]
+    cpu = Stopwatch()
+
+    def timed_work(prov: Provisioner) -> None:
+        start = time.thread_time()
+        try:
+            work(prov)
+        finally:
+            cpu.add(time.thread_time() - start)
+
+    threads = [threading.Thread(target=timed_work, args=(p,)) for p in provs]
     start = time.perf_counter()
     for t in threads:
         t.start()
@@ -232,6 +255,7 @@ def run_orchestrator(store_url: str, orders: int, workers: int) -> dict[str, Any
         "writes_per_order": writes / orders,
         "open_writes_per_order": open_writes / orders,
         "ms_per_order": 1000 * wall / orders,
+        "cpu_ms_per_order": 1000 * cpu.seconds / orders,
         "thread_ms_per_order": 1000 * wall * workers / orders,
         "store_ms_per_order": 1000 * store_watch.seconds / orders,
         "store_calls_per_order": store_watch.calls / orders,
@@ -253,22 +277,57 @@ def _routes(fake: FakeDCImanager, orders: int) -> dict[str, float]:
     return {route: round(n / orders, 2) for route, n in sorted(counts.items())}
 
 
-def run_bare(orders: int) -> dict[str, Any]:
-    """The client calls one order needs, made directly: no store, no orchestrator."""
-    fake = make_fake(orders)
-    sim = Stopwatch()
-    transport = TimedTransport(fake.transport, sim)
-    where = Q.free() & (Q("configuration") == CONFIGURATION) & (Q("location_id") == LOCATION)
-    with Client(
-        fake.url, email=fake.admin_email, password=fake.admin_password, transport=transport
-    ) as dci:
-        start = time.perf_counter()
-        templates = {t.name: t.id for t in dci.os_templates.list(location_id=LOCATION)}
-        for order in orders_of(orders):
+@attrs.define
+class Sample:
+    """Time spent on one chunk of orders."""
+
+    wall: float = 0.0
+    cpu: float = 0.0
+    sim: float = 0.0
+    store: float = 0.0
+    orders: int = 0
+
+    def add(self, other: Sample) -> None:
+        self.wall += other.wall
+        self.cpu += other.cpu
+        self.sim += other.sim
+        self.store += other.store
+        self.orders += other.orders
+
+
+class BareSide:
+    """The bare client calls, made chunk by chunk against its own simulator.
+
+    With ``check_owner`` the server is read back after the owner assignment before the
+    install, as ``reference/dci6-api.md`` §7 asks (whether the assignment refuses an
+    owned server or overwrites it is unknown, and an install wipes the disk); the
+    orchestrator makes that read too (it also takes the install's baseline from it)."""
+
+    def __init__(self, total: int, *, check_owner: bool = False, latency: float = 0.0) -> None:
+        self.check_owner = check_owner
+        self.fake = make_fake(total)
+        self.sim = Stopwatch()
+        self.client = Client(
+            self.fake.url,
+            email=self.fake.admin_email,
+            password=self.fake.admin_password,
+            transport=TimedTransport(self.fake.transport, self.sim, latency),
+        )
+        self.where = (
+            Q.free() & (Q("configuration") == CONFIGURATION) & (Q("location_id") == LOCATION)
+        )
+        self.templates: dict[str, int] = {}
+
+    def run(self, orders: list[Order]) -> Sample:
+        dci, sim_before = self.client, self.sim.seconds
+        start, cpu_start = time.perf_counter(), time.thread_time()
+        if not self.templates:  # once per run, as the orchestrator caches it
+            self.templates = {t.name: t.id for t in dci.os_templates.list(location_id=LOCATION)}
+        for order in orders:
             counts = dci.servers.configurations()
             assert any(c.configuration == CONFIGURATION and c.free_server_count for c in counts)
             server = next(
-                iter(dci.servers.list(where=where, page_size=CLAIM_PAGE, limit=CLAIM_PAGE))
+                iter(dci.servers.list(where=self.where, page_size=CLAIM_PAGE, limit=CLAIM_PAGE))
             )
             user = dci.users.find(order.customer_email)
             if user is None:
@@ -276,21 +335,108 @@ def run_bare(orders: int) -> dict[str, Any]:
                     email=order.customer_email, password="Bench-password-1", full_name="bench"
                 )
             dci.servers.set_owner(server.id, user.id)
+            if self.check_owner:
+                owned = dci.servers.get(server.id)
+                assert owned.owner_email == order.customer_email
             dci.servers.install_os(
-                server.id, templates[OS_TEMPLATE], password="Root-password-1", ssh_keys=[]
+                server.id, self.templates[OS_TEMPLATE], password="Root-password-1", ssh_keys=[]
             )
             finished = dci.servers.get(server.id)
             assert finished.operation is not None
             assert finished.operation.is_ok
-        wall = time.perf_counter() - start
-    return {
-        "orders": orders,
-        "wall_s": wall,
-        "ms_per_order": 1000 * wall / orders,
-        "sim_ms_per_order": 1000 * sim.seconds / orders,
-        "requests_per_order": len(fake.state.requests) / orders,
-        "routes_per_order": _routes(fake, orders),
+        return Sample(
+            wall=time.perf_counter() - start,
+            cpu=time.thread_time() - cpu_start,
+            sim=self.sim.seconds - sim_before,
+            orders=len(orders),
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class OrchestratorSide:
+    """One worker provisioning chunk after chunk against its own simulator and store;
+    billing's ``open`` of a chunk happens before its clock starts."""
+
+    def __init__(self, store_url: str, total: int, latency: float = 0.0) -> None:
+        self.fake = make_fake(total)
+        self.sim, self.store_watch = Stopwatch(), Stopwatch()
+        self.store = open_store(store_url)
+        catalog = make_catalog(self.fake)
+        self.billing = Provisioner(
+            catalog, self.store, transport=self.fake.transport, failpoints=Failpoints()
+        )
+        self.worker = Provisioner(
+            catalog,
+            TimedStore(self.store, self.store_watch),  # type: ignore[arg-type]
+            transport=TimedTransport(self.fake.transport, self.sim, latency),
+            poll_interval=0.0,
+            worker_id="w0",
+            failpoints=Failpoints(),
+        )
+
+    def run(self, orders: list[Order]) -> Sample:
+        for order in orders:
+            self.billing.open(order)
+        sim_before, store_before = self.sim.seconds, self.store_watch.seconds
+        start, cpu_start = time.perf_counter(), time.thread_time()
+        while True:
+            if self.worker.tick(max_services=8):
+                continue
+            if not self.worker.store.services(states=_UNFINISHED):
+                break
+            time.sleep(0.001)  # a backoff is running: wait for it
+        return Sample(
+            wall=time.perf_counter() - start,
+            cpu=time.thread_time() - cpu_start,
+            sim=self.sim.seconds - sim_before,
+            store=self.store_watch.seconds - store_before,
+            orders=len(orders),
+        )
+
+    def close(self) -> None:
+        for prov in (self.billing, self.worker):
+            prov.close_clients()
+        self.store.close()
+
+
+def compare(
+    kinds: list[str],
+    urls: dict[str, Callable[[int], str]],
+    total: int,
+    chunk: int,
+    latency: float = 0.0,
+) -> dict[str, Any]:
+    """Bare calls and each store's orchestrator, alternating every ``chunk`` orders (in
+    ABBA order), so slow and fast moments of a shared machine hit every side alike."""
+    bares = {
+        "bare": BareSide(total, latency=latency),
+        "bare+check": BareSide(total, check_owner=True, latency=latency),
     }
+    sides: dict[str, Any] = {**bares}
+    sides.update({kind: OrchestratorSide(urls[kind](1), total, latency) for kind in kinds})
+    names = list(sides)
+    totals = {name: Sample() for name in names}
+    ratios: dict[str, list[float]] = collections.defaultdict(list)
+    try:
+        all_orders = orders_of(total)
+        for n, first in enumerate(range(0, total, chunk)):
+            part = all_orders[first : first + chunk]
+            order = names if n % 2 == 0 else names[::-1]
+            got: dict[str, Sample] = {}
+            for name in order:
+                got[name] = sides[name].run(part)
+                totals[name].add(got[name])
+            for kind in kinds:
+                for base in bares:
+                    ratios[f"{kind}/{base}"].append(got[kind].wall / got[base].wall - 1)
+        writes = {kind: sides[kind].store.write_count / total for kind in kinds}
+        routes = {name: _routes(side.fake, total) for name, side in sides.items()}
+    finally:
+        for side in sides.values():
+            side.close()
+    return {"totals": totals, "ratios": ratios, "writes": writes, "routes": routes}
 
 
 def _with_schema(pg_url: str) -> str:
@@ -298,81 +444,148 @@ def _with_schema(pg_url: str) -> str:
     return f"{pg_url}{'&' if '?' in pg_url else '?'}schema={schema}"
 
 
+def _jsonable(got: dict[str, Any]) -> dict[str, Any]:
+    return {**got, "totals": {k: attrs.asdict(v) for k, v in got["totals"].items()}}
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--orders", type=int, default=1000)
     parser.add_argument("--workers", default="1,2,4", help="comma-separated thread counts")
     parser.add_argument("--stores", default="sqlite,postgresql")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="repeat the comparison; the overhead reported is the median of the rounds",
+    )
+    parser.add_argument(
+        "--chunk",
+        type=int,
+        default=50,
+        help="orders per turn: the bare calls and each store's worker take turns (ABBA) "
+        "so that both sides of a ratio see the same machine load",
+    )
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        help="network latency added to every DCImanager request on every side (the "
+        "default 0 is the in-process simulator alone)",
+    )
     parser.add_argument("--pg-url", default=os.environ.get("DCI6BRIDGE_TEST_PG_URL"))
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     workers = [int(w) for w in args.workers.split(",")]
     kinds = [k.strip() for k in args.stores.split(",") if k.strip()]
-    results: dict[str, Any] = {"orders": args.orders, "runs": [], "python": sys.version}
+    results: dict[str, Any] = {
+        "orders": args.orders,
+        "rounds": [],
+        "runs": [],
+        "python": sys.version,
+    }
     pg_server = None
     tmp = Path(tempfile.mkdtemp(prefix="dci6bridge-bench-"))
     try:
-        # warm up both paths (imports, caches) so neither pays for going first
-        run_bare(min(50, args.orders))
-        run_orchestrator(f"sqlite:///{tmp / 'warmup.db'}", min(50, args.orders), 1)
-        bare = run_bare(args.orders)
-        results["bare"] = bare
-        print(
-            f"bare client calls: {bare['ms_per_order']:.2f} ms/order "
-            f"({bare['requests_per_order']:.2f} requests/order, simulator "
-            f"{bare['sim_ms_per_order']:.2f} ms)"
-        )
-        header = (
-            f"{'store':<11}{'workers':>8}{'orders/s':>10}{'writes/order':>14}{'store calls':>13}"
-            f"{'ms/order':>10}{'store ms':>10}{'sim ms':>8}{'other ms':>10}{'requests':>10}"
-        )
-        print(header)
+        urls: dict[str, Callable[[int], str]] = {}
         for kind in kinds:
-            url_for: Callable[[int], str]
             if kind == "sqlite":
-
-                def url_for(n: int, kind: str = kind) -> str:
-                    return f"sqlite:///{tmp / f'{kind}-{n}.db'}"
+                urls[kind] = lambda n: f"sqlite:///{tmp / f'sqlite-{uuid.uuid4().hex[:8]}.db'}"
             elif kind in ("postgresql", "postgres"):
                 if pg_server is None and "pg_url" not in results:
                     pg_url, pg_server = pg_url_or_server(args.pg_url)
                     results["pg_url"] = "(given)" if args.pg_url else "(throwaway server)"
-
-                def url_for(n: int, pg_url: str = pg_url) -> str:
-                    return _with_schema(pg_url)
+                urls[kind] = lambda n, pg_url=pg_url: _with_schema(pg_url)
             else:
                 parser.error(f"--stores: unknown store {kind!r} (sqlite, postgresql)")
-            for n in workers:
-                r = run_orchestrator(url_for(n), args.orders, n)
-                r["store"] = kind
-                other = (
-                    r["ms_per_order"] * n - r["store_ms_per_order"] * n - r["sim_ms_per_order"] * n
-                )
-                r["other_ms_per_order"] = other / n
-                results["runs"].append(r)
-                breakdown = (
-                    f"{r['thread_ms_per_order']:>10.2f}{r['store_ms_per_order']:>10.2f}"
-                    f"{r['sim_ms_per_order']:>8.2f}{r['other_ms_per_order']:>10.2f}"
-                    if n == 1
-                    else f"{'-':>10}{'-':>10}{'-':>8}{'-':>10}"
-                )
+        # warm up every path (imports, caches, prepared statements) so none pays for
+        # going first
+        BareSide(50, check_owner=True).run(orders_of(min(50, args.orders)))
+        for kind in kinds:
+            run_orchestrator(urls[kind](0), min(50, args.orders), 1)
+
+        print(
+            f"{args.orders} orders, in-process simulator, instant installs, "
+            f"{args.latency_ms:g} ms latency per request; the bare calls and 1 worker per "
+            f"store take turns every {args.chunk} orders; {args.rounds} round(s)"
+        )
+        print(
+            f"{'round':<7}{'run':<12}{'ms/order':>10}{'cpu ms':>9}{'store ms':>10}"
+            f"{'sim ms':>8}{'other ms':>10}{'writes':>8}{'requests':>10}"
+            f"{'vs bare':>9}{'vs bare+check':>15}"
+        )
+        bases = ("bare", "bare+check")
+        summary: dict[str, Any] = {
+            kind: {base: {"wall": [], "cpu": []} for base in bases} for kind in kinds
+        }
+        for round_no in range(1, args.rounds + 1):
+            got = compare(kinds, urls, args.orders, args.chunk, args.latency_ms / 1000)
+            results["rounds"].append(_jsonable(got))
+            ms = 1000 / args.orders
+            for name, t in got["totals"].items():
+                requests = sum(got["routes"][name].values())
+                if name in bases:
+                    print(
+                        f"{round_no:<7}{name:<12}{t.wall * ms:>10.2f}{t.cpu * ms:>9.2f}"
+                        f"{'-':>10}{t.sim * ms:>8.2f}{(t.wall - t.sim) * ms:>10.2f}{'-':>8}"
+                        f"{requests:>10.2f}"
+                    )
+                    continue
+                ovh = []
+                for base in bases:
+                    b = got["totals"][base]
+                    summary[name][base]["wall"].append(t.wall / b.wall - 1)
+                    summary[name][base]["cpu"].append(t.cpu / b.cpu - 1)
+                    ovh.append(t.wall / b.wall - 1)
                 print(
-                    f"{kind:<11}{n:>8}{r['orders_per_s']:>10.1f}{r['writes_per_order']:>14.2f}"
-                    f"{r['store_calls_per_order']:>13.1f}{breakdown}{r['requests_per_order']:>10.2f}"
+                    f"{round_no:<7}{name:<12}{t.wall * ms:>10.2f}{t.cpu * ms:>9.2f}"
+                    f"{t.store * ms:>10.2f}{t.sim * ms:>8.2f}"
+                    f"{(t.wall - t.store - t.sim) * ms:>10.2f}{got['writes'][name]:>8.2f}"
+                    f"{requests:>10.2f}{100 * ovh[0]:>+8.0f}%{100 * ovh[1]:>+14.0f}%"
                 )
         print()
-        for r in results["runs"]:
-            if r["workers"] != 1:
-                continue
-            overhead = r["ms_per_order"] / bare["ms_per_order"] - 1
-            r["overhead_vs_bare"] = overhead
+        print(
+            "bare: the 7 calls an order needs at the least; bare+check: the same plus the read "
+            "of the server after the owner assignment (dci6-api.md §7), 8 calls"
+        )
+        for kind in kinds:
+            for base in bases:
+                wall = summary[kind][base]["wall"]
+                cpu = summary[kind][base]["cpu"]
+                summary[kind][base].update(wall_median=_median(wall), cpu_median=_median(cpu))
+                print(
+                    f"{kind}: orchestrator overhead over {base}, median of {len(wall)} "
+                    f"round(s): {100 * _median(wall):+.0f} % wall "
+                    f"({', '.join(f'{100 * w:+.0f}' for w in wall)}), "
+                    f"{100 * _median(cpu):+.0f} % CPU (target <= +25 %)"
+                )
+            print(f"  writes/order {got['writes'][kind]:.2f} (target <= 25)")
+        for name, routes in got["routes"].items():
+            print(f"  {name} requests/order by route: {routes}")
+        results["summary"] = summary
+
+        multi = [n for n in workers if n != 1]
+        if multi:
+            print()
             print(
-                f"{r['store']}: orchestrator {r['ms_per_order']:.2f} ms/order vs bare client "
-                f"{bare['ms_per_order']:.2f} ms/order: overhead {100 * overhead:+.0f} % "
-                f"(target <= +25 %); writes/order {r['writes_per_order']:.2f} (target <= 25)"
+                f"{'store':<11}{'workers':>8}{'orders/s':>10}{'writes/order':>14}"
+                f"{'store calls':>13}"
             )
-            print(f"  orchestrator requests/order by route: {r['routes_per_order']}")
-        print(f"  bare requests/order by route:         {bare['routes_per_order']}")
+            for kind in kinds:
+                for n in multi:
+                    r = run_orchestrator(urls[kind](n), args.orders, n)
+                    r["store"] = kind
+                    results["runs"].append(r)
+                    print(
+                        f"{kind:<11}{n:>8}{r['orders_per_s']:>10.1f}{r['writes_per_order']:>14.2f}"
+                        f"{r['store_calls_per_order']:>13.1f}"
+                    )
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2))
     finally:
