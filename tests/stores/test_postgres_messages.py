@@ -245,3 +245,24 @@ def test_the_prepared_statements_per_connection_are_bounded(
         named = tx.execute("SELECT name FROM pg_prepared_statements")
     # The three kept and this query's own; the eviction it causes runs after it.
     assert len(named) == 4
+
+
+def test_a_connection_lost_mid_transaction_fails_the_call_then_reconnects(
+    pg: PostgresStore, pg_url: str
+) -> None:
+    lease = _leased(pg)
+    pid = pg._conns.get().conn.info.backend_pid
+    p = f'"{pg.schema}".'
+
+    def cut_off() -> None:
+        with pg._transaction(write=True) as tx:
+            tx.execute(f"SELECT * FROM {p}services WHERE service_id = ? FOR UPDATE", ("s",))
+            tx.execute(f"UPDATE {p}services SET version = 41 WHERE service_id = ?", ("s",))
+            with psycopg.connect(pg_url, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            tx.execute(f"SELECT 1 AS one FROM {p}services")
+
+    with pytest.raises(StoreError, match="PostgreSQL error"):
+        cut_off()
+    assert pg.get("s") == lease.service  # a new connection; nothing was committed
+    assert pg._conns.get().conn.info.backend_pid != pid

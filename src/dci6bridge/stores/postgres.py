@@ -137,6 +137,7 @@ class _Session:
         self._operational_error = pg.OperationalError
         self._error = pg.Error
         self._idle = pg.pq.TransactionStatus.IDLE
+        self._bad = pg.pq.ConnStatus.BAD
         self._wait_r, self._wait_w = pg.waiting.Wait.R, pg.waiting.Wait.W
         self._names: OrderedDict[tuple[bytes, tuple[int, ...]], bytes] = OrderedDict()
         self._made = 0
@@ -251,7 +252,10 @@ class _Session:
             elif kind == "end":
                 ended = (result.command_status or b"").decode()
         if failed is not None:
-            raise self._error_from(failed, encoding=self._encoding)
+            error = self._error_from(failed, encoding=self._encoding)
+            if self._pq.status == self._bad:  # as psycopg reports a lost connection
+                raise self._operational_error(str(error)) from error
+            raise error
         return results, ended
 
     def _rows(self, result: Any) -> _Result:
