@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from dci6bridge.stores import MemoryStore, SQLiteStore, StatusStore, open_store
+from dci6bridge.stores import MemoryStore, PostgresStore, SQLiteStore, StatusStore, open_store
 
 T0 = 1_700_000_000.0
 
@@ -68,3 +68,12 @@ def make_store(
 @pytest.fixture
 def store(make_store: Callable[..., StatusStore]) -> StatusStore:
     return make_store()
+
+
+@pytest.fixture
+def pg(pg_store_url: str) -> Iterator[PostgresStore]:
+    """A PostgresStore on a fresh schema, on the database clock (PostgreSQL-only tests)."""
+    store = open_store(pg_store_url)
+    assert isinstance(store, PostgresStore)
+    yield store
+    store.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 
 import attrs
 import pytest
@@ -16,14 +15,6 @@ from dci6bridge.stores import NewOutbox, PostgresStore, open_store
 pytestmark = pytest.mark.postgres
 
 import psycopg  # noqa: E402 - the test extra installs it; pg_url fails in CI without it
-
-
-@pytest.fixture
-def pg(pg_store_url: str) -> Iterator[PostgresStore]:
-    store = open_store(pg_store_url)
-    assert isinstance(store, PostgresStore)
-    yield store
-    store.close()
 
 
 def _raw(pg_store_url: str) -> psycopg.Connection:

@@ -13,20 +13,12 @@ import attrs
 import pytest
 
 from dci6bridge.errors import LeaseLost, StaleState, StoreError
-from dci6bridge.stores import Lease, NewOutbox, PostgresStore, open_store
+from dci6bridge.stores import Lease, NewOutbox, PostgresStore
 from dci6bridge.stores import postgres as pg_module
 
 pytestmark = pytest.mark.postgres
 
 import psycopg  # noqa: E402 - the test extra installs it; pg_url fails in CI without it
-
-
-@pytest.fixture
-def pg(pg_store_url: str) -> Iterator[PostgresStore]:
-    store = open_store(pg_store_url)
-    assert isinstance(store, PostgresStore)
-    yield store
-    store.close()
 
 
 @pytest.fixture
