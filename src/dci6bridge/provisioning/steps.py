@@ -1078,15 +1078,11 @@ def _delete_user_if_unused(ctx: StepContext) -> bool:
     so a user whose creation was never recorded (crash right after it) goes too."""
     row = ctx.row
     email = ctx.email
-    # Only live services are read: closed ones pile up forever, live ones stay few.
     live = [state.value for state in S if state is not S.CLOSED]
-    for other in ctx.store.services(states=live):
-        if (
-            other.service_id != row.service_id
-            and other.module == row.module
-            and str(other.spec.get("customer_email", "")).strip().lower() == email
-        ):
-            return False
+    # The store's customer index compares e-mails stripped and lower-cased, as ctx.email is.
+    others = ctx.store.services_of_customer(email, module=row.module, states=live)
+    if any(other.service_id != row.service_id for other in others):
+        return False
     client = ctx.client()
     deleted = False
     for user in _find_users(ctx, email):

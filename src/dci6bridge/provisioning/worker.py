@@ -1,8 +1,10 @@
 """The long-running worker: :class:`Worker` and its command-line entry point.
 
 ``Worker(prov).run_forever()`` calls :meth:`Provisioner.tick` in a loop (in
-``concurrency`` threads), runs the reconciler sweep every ``reconcile_every`` seconds
-(one worker of the deployment at a time, through a store singleton) and stops gracefully
+``concurrency`` threads), runs the reconciler sweep every ``reconcile_every`` seconds and
+the store's pruning (:meth:`StatusStore.prune
+<dci6bridge.stores.base.StatusStore.prune>`) every ``prune_every`` seconds (each by one
+worker of the deployment at a time, through a store singleton) and stops gracefully
 on :meth:`Worker.stop`, SIGTERM or SIGINT: the step in progress finishes and its lease is
 released, nothing is cut in half.
 
@@ -30,6 +32,8 @@ __all__ = ["Worker", "add_arguments", "main", "run_from_args"]
 log = logging.getLogger("dci6bridge.provisioning")
 
 _RECONCILER = "reconciler"
+_PRUNER = "pruner"
+_RETENTION_S = 72 * 3600.0
 
 
 class Worker:
@@ -41,6 +45,12 @@ class Worker:
             service at a time).
         idle_sleep: seconds to wait when nothing is runnable.
         reconcile_every: seconds between reconciler sweeps (``0`` disables them).
+        prune_every: seconds between prunings of the store (``0`` disables them):
+            request records and delivered events older than ``retention`` go. A pruning
+            that hit its batch limit runs again on the next pass.
+        retention: seconds request records and delivered events are kept (default
+            72 h; a billing request replayed later is decided again like a new one).
+        clock: monotonic seconds deciding when the sweep and the pruning are due.
     """
 
     def __init__(
@@ -50,20 +60,28 @@ class Worker:
         concurrency: int = 1,
         idle_sleep: float = 1.0,
         reconcile_every: float = 300.0,
+        prune_every: float = 3600.0,
+        retention: float = _RETENTION_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         problems = check_number("concurrency", concurrency, 1, integer=True)
         problems += check_number("idle_sleep", idle_sleep, 0.0)
         problems += check_number("reconcile_every", reconcile_every, 0.0)
+        problems += check_number("prune_every", prune_every, 0.0)
+        problems += check_number("retention", retention, 0.0)
+        if not problems and retention <= 0:
+            problems.append(f"retention: must be above 0, got {retention!r}")
         if problems:
             raise ConfigError(problems)
         self.prov = prov
         self.concurrency = concurrency
         self.idle_sleep = float(idle_sleep)
         self.reconcile_every = float(reconcile_every)
+        self.prune_every = float(prune_every)
+        self.retention = float(retention)
         self._clock = clock
         self._stop = threading.Event()
-        self._last_sweep: float | None = None
+        self._last_run: dict[str, float] = {}
         self._sweep_lock = threading.Lock()
         #: services worked on since start (all threads)
         self.worked = 0
@@ -78,14 +96,50 @@ class Worker:
         """Ask the worker to stop after the step in progress (thread- and signal-safe)."""
         self._stop.set()
 
-    def _maybe_reconcile(self) -> None:
-        if self.reconcile_every <= 0:
-            return
+    def _due(self, job: str, every: float) -> bool:
+        """Whether this worker should try ``job`` now (and, if so, note that it did):
+        ``every`` seconds after its last try, by the injected clock."""
+        if every <= 0:
+            return False
         with self._sweep_lock:
             now = self._clock()
-            if self._last_sweep is not None and now - self._last_sweep < self.reconcile_every:
+            last = self._last_run.get(job)
+            if last is not None and now - last < every:
+                return False
+            self._last_run[job] = now
+            return True
+
+    def _periodic(self) -> None:
+        self._maybe_reconcile()
+        self._maybe_prune()
+
+    def _maybe_prune(self) -> None:
+        if not self._due(_PRUNER, self.prune_every):
+            return
+        prov = self.prov
+        try:
+            if not prov.store.try_singleton(_PRUNER, prov.worker_id, self.prune_every):
                 return
-            self._last_sweep = now
+            result = prov.store.prune(
+                requests_older_than_s=self.retention, delivered_older_than_s=self.retention
+            )
+        except Exception:  # a failed pruning must not stop provisioning
+            log.exception("store pruning failed")
+            return
+        if result.requests or result.outbox:
+            log.info(
+                "pruned %d request records and %d delivered events older than %.0f s",
+                result.requests,
+                result.outbox,
+                self.retention,
+            )
+        if result.more:
+            with self._sweep_lock:  # more is left: go on at the next pass
+                self._last_run.pop(_PRUNER, None)
+
+    def _maybe_reconcile(self) -> None:
+        if not self._due(_RECONCILER, self.reconcile_every):
+            return
         prov = self.prov
         try:
             if prov.store.try_singleton(_RECONCILER, prov.worker_id, self.reconcile_every):
@@ -105,7 +159,7 @@ class Worker:
     def run_once(self) -> int:
         """One pass: the sweep if it is due, then one :meth:`Provisioner.tick` for up
         to ``concurrency`` services. Returns the number of services worked on."""
-        self._maybe_reconcile()
+        self._periodic()
         worked = self.prov.tick(max_services=self.concurrency)
         with self._count_lock:
             self.worked += worked
@@ -113,7 +167,7 @@ class Worker:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self._maybe_reconcile()
+            self._periodic()
             try:
                 worked = self.prov.tick(max_services=1)
             except Exception:  # store down, bug: log, wait, go on
@@ -179,6 +233,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds between reconciler sweeps (0: never)",
     )
     parser.add_argument(
+        "--prune-every",
+        type=float,
+        default=3600.0,
+        help="seconds between prunings of old request records and delivered events (0: never)",
+    )
+    parser.add_argument(
         "--max-attempts", type=int, default=5, help="retries of a step before it fails"
     )
 
@@ -209,6 +269,7 @@ def run_from_args(args: argparse.Namespace) -> int:
                 concurrency=args.concurrency,
                 idle_sleep=args.idle_sleep,
                 reconcile_every=args.reconcile_every,
+                prune_every=args.prune_every,
             )
             if args.once:
                 prov.run_until_idle()

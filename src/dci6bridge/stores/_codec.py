@@ -24,6 +24,7 @@ __all__ = [
     "SERVICE_COLUMNS",
     "canonical_json",
     "check_mapping",
+    "customer_key",
     "digest",
     "outbox_from_row",
     "service_from_row",
@@ -99,6 +100,12 @@ def check_mapping(value: Any, *, field: str) -> str:
         if not isinstance(key, str):
             raise ConfigError(f"{field}: keys must be strings, got {show(key)}")
     return canonical_json(value, field=field)
+
+
+def customer_key(spec: Mapping[str, Any]) -> str:
+    """The indexed customer of a spec: its ``customer_email`` stripped and lower-cased
+    (``""`` without one), as closing a service compares them."""
+    return str(spec.get("customer_email", "")).strip().lower()
 
 
 def _float(value: Any) -> float:

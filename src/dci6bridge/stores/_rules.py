@@ -19,7 +19,7 @@ import attrs
 from dci6bridge._validate import show
 from dci6bridge.errors import ConfigError, LeaseLost, ServiceNotFound, StaleState
 
-from ._codec import canonical_json, check_mapping, digest
+from ._codec import canonical_json, check_mapping, customer_key, digest
 from .base import PATCHABLE, Lease, Move, NewOutbox, NewTask, StoredService
 
 __all__ = [
@@ -29,11 +29,13 @@ __all__ = [
     "apply_patch",
     "check_advance",
     "check_claim",
+    "check_customer_query",
     "check_limit",
     "check_number",
     "check_outbox",
     "check_patch",
     "check_positive",
+    "check_prune",
     "check_server_id",
     "check_task",
     "check_text",
@@ -87,6 +89,34 @@ def check_claim(worker_id: Any, ttl_s: Any, limit: Any) -> float:
     check_text(worker_id, "worker_id")
     check_limit(limit)
     return check_positive(ttl_s, "ttl_s")
+
+
+def check_prune(
+    requests_older_than_s: Any, delivered_older_than_s: Any, limit: Any
+) -> tuple[float, float, int]:
+    """The arguments of :meth:`StatusStore.prune` (two ages above 0, a batch limit)."""
+    return (
+        check_positive(requests_older_than_s, "requests_older_than_s"),
+        check_positive(delivered_older_than_s, "delivered_older_than_s"),
+        check_limit(limit),
+    )
+
+
+def check_customer_query(
+    customer_email: Any, module: Any, states: Any
+) -> tuple[str, str | None, list[str] | None]:
+    """The arguments of :meth:`StatusStore.services_of_customer`: the customer as
+    indexed (:func:`~._codec.customer_key`), the module, the states as a list."""
+    key = customer_key({"customer_email": check_text(customer_email, "customer_email")})
+    if not key:
+        raise ConfigError(f"customer_email: expected an e-mail, got {show(customer_email)}")
+    if module is not None:
+        check_text(module, "module")
+    if states is None:
+        return key, module, None
+    if isinstance(states, str) or not isinstance(states, Sequence):
+        raise ConfigError(f"states: expected a sequence of state names, got {show(states)}")
+    return key, module, [check_text(s, f"states[{i}]") for i, s in enumerate(states)]
 
 
 def _check_column(key: str, value: Any) -> Any:

@@ -2,22 +2,53 @@
 
 Each migration is a list of statements written once with placeholders for the dialect's
 column types (``{text}``, ``{int}``, ``{real}``, ``{bool}``, ``{serial}``) and the table
-prefix (``{p}``: empty on SQLite, ``"schema".`` on PostgreSQL). :func:`migrate` applies
+prefix (``{p}``: empty on SQLite, ``"schema".`` on PostgreSQL), or of Python steps for
+what SQL cannot compute the same way on both (:func:`_fill_customers`). :func:`migrate` applies
 the missing ones in order inside the caller's write transaction and records the version
 in ``schema_version``, so a crash mid-migration leaves the previous version intact.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from dci6bridge.errors import StoreError
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
+from ._codec import customer_key
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Execute", "Step", "migrate"]
+
+Execute = Callable[[str, Sequence[Any]], list[dict[str, Any]]]
+#: One migration step: a statement template, or a function of ``(execute, words)``.
+Step = str | Callable[[Execute, Mapping[str, str]], None]
+
+_FILL_CHUNK = 500
+
+
+def _fill_customers(execute: Execute, words: Mapping[str, str]) -> None:
+    """Set the ``customer`` column of existing services from their spec, with the same
+    normalisation new rows get (Python's ``strip().lower()``, which SQL's ``lower`` and
+    ``trim`` do not match outside ASCII)."""
+    p = words["p"]
+    by_key: dict[str, list[str]] = {}
+    for row in execute(f"SELECT service_id, spec_json FROM {p}services", ()):
+        key = customer_key(json.loads(row["spec_json"]))
+        if key:
+            by_key.setdefault(key, []).append(row["service_id"])
+    for key, ids in by_key.items():
+        for start in range(0, len(ids), _FILL_CHUNK):
+            chunk = ids[start : start + _FILL_CHUNK]
+            marks = ", ".join("?" for _ in chunk)
+            execute(
+                f"UPDATE {p}services SET customer = ? WHERE service_id IN ({marks})",
+                [key, *chunk],
+            )
+
 
 #: Migration ``n`` is ``MIGRATIONS[n - 1]``. Append only: never edit a released one.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+MIGRATIONS: tuple[tuple[Step, ...], ...] = (
     (
         """CREATE TABLE {p}services (
             service_id {text} PRIMARY KEY,
@@ -105,6 +136,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             held_until {real} NOT NULL
         )""",
     ),
+    (
+        # The customer's e-mail as closing a service looks it up: other live services of
+        # the same customer keep their shared DCImanager user. Specs never change, so it
+        # is written once, with the row.
+        "ALTER TABLE {p}services ADD COLUMN customer {text} NOT NULL DEFAULT ''",
+        _fill_customers,
+        "CREATE INDEX services_customer ON {p}services (customer, module)",
+        # What prune() deletes, oldest first.
+        "CREATE INDEX requests_at ON {p}requests (at)",
+        "CREATE INDEX outbox_delivered ON {p}outbox (delivered_at) WHERE delivered_at IS NOT NULL",
+    ),
 )
 
 #: The schema version this library writes and reads.
@@ -112,7 +154,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def migrate(
-    execute: Callable[[str, Sequence[Any]], list[dict[str, Any]]],
+    execute: Execute,
     words: Mapping[str, str],
     *,
     where: str,
@@ -134,9 +176,12 @@ def migrate(
             f"{where} has schema version {found}, newer than this dci6bridge supports "
             f"({SCHEMA_VERSION}); upgrade dci6bridge before using this database"
         )
-    for statements in MIGRATIONS[found:]:
-        for statement in statements:
-            execute(statement.format(**words), ())
+    for steps in MIGRATIONS[found:]:
+        for step in steps:
+            if isinstance(step, str):
+                execute(step.format(**words), ())
+            else:
+                step(execute, words)
     if found != SCHEMA_VERSION:
         execute(f"UPDATE {p}schema_version SET version = ?", (SCHEMA_VERSION,))
     return found

@@ -21,6 +21,7 @@ from dci6bridge.errors import ServiceNotFound, SpecMismatch, StaleState, StoreEr
 from . import _rules as rules
 from ._codec import (
     SERVICE_COLUMNS,
+    customer_key,
     outbox_from_row,
     service_from_row,
     service_to_row,
@@ -36,20 +37,24 @@ from .base import (
     NewOutbox,
     NewTask,
     OutboxMsg,
+    PruneResult,
     StoredService,
     Transition,
 )
 
 __all__ = ["Claim", "SqlStore", "Tx"]
 
-_INSERT_COLUMNS = ", ".join(SERVICE_COLUMNS)
-_INSERT_MARKS = ", ".join("?" for _ in SERVICE_COLUMNS)
+# ``customer`` is no field of the record: an index key derived from the spec once.
+_INSERT_COLUMNS = ", ".join((*SERVICE_COLUMNS, "customer"))
+_INSERT_MARKS = ", ".join("?" for _ in range(len(SERVICE_COLUMNS) + 1))
 # Immutable after creation: identity, order and birth time.
 _UPDATE_COLUMNS = tuple(
     c for c in SERVICE_COLUMNS if c not in ("service_id", "spec_json", "spec_hash", "created_at")
 )
 _UPDATE_SET = ", ".join(f"{c} = ?" for c in _UPDATE_COLUMNS)
 _ACK_CHUNK = 500
+# Rows one prune transaction deletes at most: a short lock, a bounded RETURNING list.
+_PRUNE_BATCH = 1000
 
 
 class Tx(Protocol):
@@ -205,7 +210,7 @@ class SqlStore:
             inserted = tx.execute(
                 f"INSERT INTO {self._p}services ({_INSERT_COLUMNS}) VALUES ({_INSERT_MARKS}) "
                 "ON CONFLICT (service_id) DO NOTHING RETURNING service_id",
-                [row[c] for c in SERVICE_COLUMNS],
+                [*(row[c] for c in SERVICE_COLUMNS), customer_key(fresh.spec)],
             )
             if inserted:
                 return service_from_row(row), True
@@ -529,6 +534,32 @@ class SqlStore:
                 )
         return [service_from_row(r) for r in rows]
 
+    def services_of_customer(
+        self,
+        customer_email: str,
+        *,
+        module: str | None = None,
+        states: Sequence[str] | None = None,
+    ) -> list[StoredService]:
+        """One customer's services, by the customer index; see
+        :meth:`StatusStore.services_of_customer`."""
+        key, module, wanted = rules.check_customer_query(customer_email, module, states)
+        if wanted is not None and not wanted:
+            return []
+        where, params = ["customer = ?"], [key]
+        if module is not None:
+            where.append("module = ?")
+            params.append(module)
+        if wanted is not None:
+            where.append(f"state IN ({', '.join('?' for _ in wanted)})")
+            params.extend(wanted)
+        with self._transaction(write=False) as tx:
+            rows = tx.execute(
+                f"SELECT * FROM {self._p}services WHERE {' AND '.join(where)} ORDER BY service_id",
+                params,
+            )
+        return [service_from_row(r) for r in rows]
+
     def history(self, service_id: str) -> list[Transition]:
         """Every transition of the service, by version."""
         with self._transaction(write=False) as tx:
@@ -623,6 +654,49 @@ class SqlStore:
                 "lease_owner = NULL, lease_until = NULL WHERE id = ? AND delivered_at IS NULL",
                 (when, msg_id),
             )
+
+    # ------------------------------------------------------------------ housekeeping
+    def prune(
+        self,
+        *,
+        requests_older_than_s: float = 72 * 3600,
+        delivered_older_than_s: float = 72 * 3600,
+        limit: int = 10_000,
+    ) -> PruneResult:
+        """Delete old request records and delivered events; see :meth:`StatusStore.prune`."""
+        request_age, delivered_age, most = rules.check_prune(
+            requests_older_than_s, delivered_older_than_s, limit
+        )
+        with self._transaction(write=False) as tx:
+            now = tx.now()  # one cutoff for every batch
+        p = self._p
+        requests, more_requests = self._prune_batches(
+            f"DELETE FROM {p}requests WHERE (service_id, request_id) IN (SELECT service_id, "
+            f"request_id FROM {p}requests WHERE at < ? ORDER BY at LIMIT ?) "
+            "RETURNING service_id",
+            now - request_age,
+            most,
+        )
+        outbox, more_outbox = self._prune_batches(
+            f"DELETE FROM {p}outbox WHERE id IN (SELECT id FROM {p}outbox WHERE delivered_at "
+            "IS NOT NULL AND delivered_at < ? ORDER BY delivered_at LIMIT ?) RETURNING id",
+            now - delivered_age,
+            most,
+        )
+        return PruneResult(requests=requests, outbox=outbox, more=more_requests or more_outbox)
+
+    def _prune_batches(self, sql: str, cutoff: float, most: int) -> tuple[int, bool]:
+        """Run a ``DELETE … LIMIT ?`` in transactions of at most :data:`_PRUNE_BATCH`
+        rows until fewer than asked are left or ``most`` rows are gone."""
+        deleted = 0
+        while deleted < most:
+            batch = min(_PRUNE_BATCH, most - deleted)
+            with self._transaction(write=True) as tx:
+                gone = len(tx.execute(sql, (cutoff, batch)))
+            deleted += gone
+            if gone < batch:
+                return deleted, False
+        return deleted, True
 
     # ------------------------------------------------------------------ singletons
     def try_singleton(self, name: str, worker_id: str, ttl_s: float) -> bool:

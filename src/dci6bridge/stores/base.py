@@ -33,6 +33,7 @@ __all__ = [
     "NewOutbox",
     "NewTask",
     "OutboxMsg",
+    "PruneResult",
     "StatusStore",
     "StoredService",
     "Transition",
@@ -201,6 +202,20 @@ class DepartmentTask:
     created_at: float
     resolved_at: float | None = None
     resolution: str | None = None
+
+
+@attrs.frozen
+class PruneResult:
+    """What one :meth:`StatusStore.prune` call deleted.
+
+    ``requests`` counts inbound request records (the idempotency keys of billing
+    requests), ``outbox`` delivered events. ``more`` is ``True`` when a ``limit`` was
+    reached, so older rows may remain: call again (the worker does, on its next pass).
+    """
+
+    requests: int
+    outbox: int
+    more: bool
 
 
 @runtime_checkable
@@ -376,6 +391,19 @@ class StatusStore(Protocol):
         """Every transition of the service, by version."""
         ...
 
+    def services_of_customer(
+        self,
+        customer_email: str,
+        *,
+        module: str | None = None,
+        states: Sequence[str] | None = None,
+    ) -> list[StoredService]:
+        """The services whose ``spec["customer_email"]`` matches ``customer_email``
+        (both stripped and lower-cased), optionally only those of ``module`` and in
+        ``states``, ordered by id. Answered from an index on the customer, so its cost
+        grows with that customer's services, not with the whole table."""
+        ...
+
     # ------------------------------------------------------------------ department tasks
     def add_task(self, service_id: str, task: NewTask) -> DepartmentTask:
         """Open a task outside a transition (reconciler findings). An unresolved task of
@@ -405,6 +433,29 @@ class StatusStore(Protocol):
 
     def retry_outbox(self, msg_id: int, not_before: float) -> None:
         """Delivery failed: count an attempt and make it available again later."""
+        ...
+
+    # ------------------------------------------------------------------ housekeeping
+    def prune(
+        self,
+        *,
+        requests_older_than_s: float = 72 * 3600,
+        delivered_older_than_s: float = 72 * 3600,
+        limit: int = 10_000,
+    ) -> PruneResult:
+        """Delete what no longer needs keeping, oldest first, in short transactions of
+        bounded size, at most ``limit`` rows of each kind per call:
+
+        * inbound request records (:meth:`request`) recorded more than
+          ``requests_older_than_s`` seconds ago by the store's clock. A billing request
+          replayed with the same ``request_id`` after that is no longer recognised as
+          seen: it is decided again like a new one. Keep the window longer than billing
+          retries a request (``reference/durability.md`` §3: at least 72 h);
+        * outbox events delivered (:meth:`ack_outbox`) more than
+          ``delivered_older_than_s`` seconds ago. Undelivered events are never deleted.
+
+        Services, history, reservations, department tasks and singletons are never
+        touched. Bad arguments raise :class:`~dci6bridge.errors.ConfigError`."""
         ...
 
     # ------------------------------------------------------------------ singletons

@@ -20,6 +20,7 @@ from dci6bridge.errors import ServiceNotFound, SpecMismatch, StaleState, StoreEr
 
 from . import _rules as rules
 from ._codec import (
+    customer_key,
     outbox_from_row,
     service_from_row,
     service_to_row,
@@ -34,6 +35,7 @@ from .base import (
     NewOutbox,
     NewTask,
     OutboxMsg,
+    PruneResult,
     StoredService,
     Transition,
 )
@@ -64,7 +66,8 @@ class MemoryStore:
         self._services: dict[str, dict[str, Any]] = {}
         self._history: dict[str, list[dict[str, Any]]] = {}
         self._claims: dict[int, str] = {}
-        self._requests: dict[tuple[str, str], str] = {}
+        self._requests: dict[tuple[str, str], tuple[str, float]] = {}  # fingerprint, at
+        self._by_customer: dict[str, set[str]] = {}  # the SQL stores' customer index
         self._outbox: dict[int, dict[str, Any]] = {}
         self._tasks: dict[int, dict[str, Any]] = {}
         self._singletons: dict[str, tuple[str, float]] = {}
@@ -154,6 +157,7 @@ class MemoryStore:
                 return existing, False
             with self._write():
                 self._history[service_id] = []
+                self._by_customer.setdefault(customer_key(fresh.spec), set()).add(service_id)
                 return self._put(fresh), True
 
     def request(
@@ -174,16 +178,17 @@ class MemoryStore:
                 raise ServiceNotFound(f"service {service_id!r} not found")
             seen = self._requests.get((service_id, request_id))
             if seen is not None:
-                if seen != fingerprint:
+                if seen[0] != fingerprint:
                     raise SpecMismatch(
                         f"request {request_id!r} of service {service_id!r} was already "
                         "used with a different action or parameters"
                     )
                 return current, False
             patch = rules.check_patch(decide(current))
-            updated = rules.apply_patch(current, patch, self.now())
+            now = self.now()
+            updated = rules.apply_patch(current, patch, now)
             with self._write():
-                self._requests[(service_id, request_id)] = fingerprint
+                self._requests[(service_id, request_id)] = (fingerprint, now)
                 return self._put(updated), True
 
     # ------------------------------------------------------------------ leases
@@ -450,6 +455,24 @@ class MemoryStore:
         found = map(service_from_row, rows)
         return [s for s in found if wanted is None or s.state in wanted]
 
+    def services_of_customer(
+        self,
+        customer_email: str,
+        *,
+        module: str | None = None,
+        states: Sequence[str] | None = None,
+    ) -> list[StoredService]:
+        """One customer's services, by the customer index; see
+        :meth:`StatusStore.services_of_customer`."""
+        key, module, wanted = rules.check_customer_query(customer_email, module, states)
+        with self._lock:
+            rows = [self._services[k] for k in sorted(self._by_customer.get(key, ()))]
+        return [
+            s
+            for s in map(service_from_row, rows)
+            if (module is None or s.module == module) and (wanted is None or s.state in wanted)
+        ]
+
     def history(self, service_id: str) -> list[Transition]:
         """Every transition of the service, by version."""
         with self._lock:
@@ -550,6 +573,42 @@ class MemoryStore:
                 row["available_at"] = when
                 row["lease_owner"] = None
                 row["lease_until"] = None
+
+    # ------------------------------------------------------------------ housekeeping
+    def prune(
+        self,
+        *,
+        requests_older_than_s: float = 72 * 3600,
+        delivered_older_than_s: float = 72 * 3600,
+        limit: int = 10_000,
+    ) -> PruneResult:
+        """Delete old request records and delivered events; see :meth:`StatusStore.prune`."""
+        request_age, delivered_age, most = rules.check_prune(
+            requests_older_than_s, delivered_older_than_s, limit
+        )
+        with self._lock:
+            self._check_open()
+            now = self.now()
+            old_requests = sorted(
+                (at, key) for key, (_, at) in self._requests.items() if at < now - request_age
+            )
+            delivered = sorted(
+                (row["delivered_at"], msg_id)
+                for msg_id, row in self._outbox.items()
+                if row["delivered_at"] is not None and row["delivered_at"] < now - delivered_age
+            )
+            if not (old_requests or delivered):
+                return PruneResult(requests=0, outbox=0, more=False)
+            with self._write():
+                for _, key in old_requests[:most]:
+                    del self._requests[key]
+                for _, msg_id in delivered[:most]:
+                    del self._outbox[msg_id]
+        return PruneResult(
+            requests=min(len(old_requests), most),
+            outbox=min(len(delivered), most),
+            more=len(old_requests) >= most or len(delivered) >= most,
+        )
 
     # ------------------------------------------------------------------ singletons
     def try_singleton(self, name: str, worker_id: str, ttl_s: float) -> bool:
