@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 import types
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -423,9 +423,12 @@ class ChaosKit:
         rng: random.Random | None = None,
         extra_env: Mapping[str, str] | None = None,
         store_url: str | None = None,
+        entry: str = WORKER_ENTRY,
     ) -> WorkerFleet:
         """Workers for ``world`` (not started): forked from the fork server, or
-        (``cli=True``) real ``python -m dci6bridge worker`` processes."""
+        (``cli=True``) real ``python -m dci6bridge worker`` processes. ``entry`` is
+        what a forked worker runs (``package.module:function``, called with the
+        worker command's arguments)."""
         counter = iter(range(1, 1_000_000))
         return WorkerFleet(
             lambda slot: world.worker_argv(
@@ -439,8 +442,8 @@ class ChaosKit:
             env=world.env(failpoints, **(extra_env or {})),
             log_dir=world.dir / "logs",
             rng=rng or random.Random(world.seed),
-            entry=None if cli else WORKER_ENTRY,
-            preload=WORKER_PRELOAD,
+            entry=None if cli else entry,
+            preload=(*WORKER_PRELOAD, WORKER_ENTRY.partition(":")[0]),
         )
 
     def run(
@@ -457,6 +460,9 @@ class ChaosKit:
         extra_env: Mapping[str, str] | None = None,
         reconcile: bool = True,
         expire_every: int = 0,
+        entry: str = WORKER_ENTRY,
+        during: Callable[[], object] | None = None,
+        check: Mapping[str, Any] | None = None,
     ) -> ChaosResult:
         """Open every order, run ``workers`` worker processes under the nemesis until
         every service rests (or ``budget`` seconds pass), stop them, run the reconciler
@@ -468,6 +474,11 @@ class ChaosKit:
         session (the workers' next calls get 401 and log in again). Dead workers are
         restarted within 50 ms. Fixed cadences rather than dice, so that a short run
         still gets every kind of hit.
+
+        ``during`` (e.g. billing sending requests) runs in a thread started with the
+        workers; the run does not count as settled before it has returned. ``entry`` is
+        what the forked workers run (:meth:`fleet`), ``check`` more options of
+        :meth:`World.check`.
         """
         rng = random.Random(world.seed)
         store = open_store(store_url or world.store_url)
@@ -483,7 +494,9 @@ class ChaosKit:
                 rng=rng,
                 extra_env=extra_env,
                 store_url=url,
+                entry=entry,
             )
+            side = threading.Thread(target=during, name="chaos-during", daemon=True)
             start = time.monotonic()
             deadline = start + budget
             done = False
@@ -493,6 +506,8 @@ class ChaosKit:
             ticks = revocations = 0
             next_hit = start + rng.uniform(*kill_every) if kill_every else float("inf")
             with fleet:
+                if during is not None:
+                    side.start()
                 while (now := time.monotonic()) < deadline:
                     # dead workers come back within a tick, as under a process supervisor
                     time.sleep(0.05)
@@ -500,6 +515,7 @@ class ChaosKit:
                     if now >= next_check:
                         next_check = now + 0.5
                         done, counts = settled(store)
+                        done = done and not side.is_alive()
                         progress.append((now - start, counts.get("active", 0)))
                         if done:
                             break
@@ -513,6 +529,8 @@ class ChaosKit:
                         if expire_every and ticks % expire_every == 0:
                             world.fake.expire_tokens()
                             revocations += 1
+            if during is not None:
+                side.join()
             wall = time.monotonic() - start
             orphans_reported: list[int] = []
             if reconcile and done:
@@ -521,7 +539,7 @@ class ChaosKit:
                     sweep = prov.reconcile()
                     orphans_reported = sorted(o.server_id for o in sweep.orphans)
                     prov.run_until_idle(max_ticks=200)
-            report = world.check(store)
+            report = world.check(store, **(check or {}))
             log = report.format(store) if not report.ok else ""
             (world.dir / "report.txt").write_text(
                 f"{fleet.summary()}\nwall={wall:.1f}s settled={done} states={counts}\n"

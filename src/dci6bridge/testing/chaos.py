@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import importlib
+import json
 import multiprocessing
 import multiprocessing.process
 import os
@@ -35,7 +37,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import attrs
 
-from dci6bridge.stores.base import StatusStore, StoredService, Transition
+from dci6bridge.stores.base import OutboxMsg, StatusStore, StoredService, Transition
 
 if TYPE_CHECKING:
     from dci6bridge.testing._fake import FakeDCImanager
@@ -43,14 +45,26 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_TARGETS",
+    "EVENT_CRASH_ENV",
+    "EVENT_KINDS",
+    "EVENT_LOG_ENV",
+    "UNSAFE_IGNORE_REQUESTS_ENV",
+    "Delivery",
+    "DeliveryLog",
+    "EventRecorder",
     "InvariantReport",
     "RemoteTruth",
     "Violation",
     "WorkerFleet",
+    "check_deliveries",
     "check_history",
     "check_invariants",
+    "check_requests",
+    "expected_events",
     "format_history",
+    "read_deliveries",
     "read_marker",
+    "recording_worker",
 ]
 
 #: Where a service must end for each ``desired`` value billing can ask for (I1), as the
@@ -83,13 +97,19 @@ class RemoteTruth:
     ``owners`` maps every server id to its owner's email (``None`` when free);
     ``users`` lists every user as ``(user_id, email)``; ``installs`` counts the OS
     installs ever started per server id; ``user_servers`` (optional) maps a user id to
-    the servers it owns, to say which of two duplicate users is the extra one.
+    the servers it owns, to say which of two duplicate users is the extra one;
+    ``ports_up`` (optional) says per server id whether its data switch ports are all up
+    (``True``), all down (``False``) or mixed (``None``); ``owner_installs`` (optional)
+    counts installs per ``(server id, lower-case email of the owner at the time)``, to
+    tell apart the installs of two services that held one server one after the other.
     """
 
     owners: Mapping[int, str | None]
     users: Sequence[tuple[int, str]]
     installs: Mapping[int, int]
     user_servers: Mapping[int, Sequence[int]] = attrs.field(factory=dict)
+    ports_up: Mapping[int, bool | None] = attrs.field(factory=dict)
+    owner_installs: Mapping[tuple[int, str], int] = attrs.field(factory=dict)
 
     @classmethod
     def from_state(cls, state: SimulatorState) -> RemoteTruth:
@@ -97,11 +117,16 @@ class RemoteTruth:
         installs: collections.Counter[int] = collections.Counter(
             i.server_id for i in state.installs
         )
+        owner_installs: collections.Counter[tuple[int, str]] = collections.Counter(
+            (i.server_id, (i.owner_email or "").lower()) for i in state.installs
+        )
         return cls(
             owners={s.id: s.owner_email for s in state.servers.values()},
             users=[(u.id, u.email) for u in state.users.values()],
             installs=dict(installs),
             user_servers={u.id: tuple(u.server_ids) for u in state.users.values()},
+            ports_up={s.id: s.data_ports_up for s in state.servers.values()},
+            owner_installs=dict(owner_installs),
         )
 
     @classmethod
@@ -244,6 +269,8 @@ def check_invariants(
     targets: Mapping[str, str] = DEFAULT_TARGETS,
     installs_per_service: int = 1,
     allowed: Mapping[str, Collection[str]] | None = None,
+    reinstall_state: str | None = None,
+    installs_by_owner: bool = False,
 ) -> InvariantReport:
     """Check I1-I5 between the store's ledger and DCImanager's ground truth.
 
@@ -258,7 +285,12 @@ def check_invariants(
     * **I3** no server is recorded by two services, no service holds two reservations,
       and every settled service's server is owned remotely by its own customer;
     * **I4** one remote user per customer email, and at most ``installs_per_service``
-      OS installs on a service's server;
+      OS installs on a service's server (exactly that many once it is active or
+      suspended), plus one per transition into ``reinstall_state`` (e.g.
+      ``"reinstalling"``) when that is given. With ``installs_by_owner``, only the
+      installs made while the service's customer owned the server count
+      (``RemoteTruth.owner_installs``): a server closed by one service and taken by
+      another carries the installs of both;
     * **I5** no orphans: no server owned by one of our customers that no service
       records, no reservation of a service that records another server.
     """
@@ -272,6 +304,15 @@ def check_invariants(
     user_email_by_id = {uid: email.lower() for uid, email in truth.users}
     out: list[Violation] = []
     counts: collections.Counter[str] = collections.Counter()
+    installs_of: collections.Counter[str] = collections.Counter(
+        dict.fromkeys((svc.service_id for svc in services), installs_per_service)
+    )
+
+    def installs_on(service_id: str, server_id: int) -> int:
+        email = emails.get(service_id)
+        if installs_by_owner and email is not None:
+            return truth.owner_installs.get((server_id, email.lower()), 0)
+        return truth.installs.get(server_id, 0)
 
     # I1, I2 per service
     for svc in services:
@@ -287,7 +328,10 @@ def check_invariants(
                     f"and no open department task; last_error={svc.last_error!r}",
                 )
             )
-        out += check_history(svc, store.history(sid), initial_state=initial_state, allowed=allowed)
+        history = store.history(sid)
+        if reinstall_state is not None:
+            installs_of[sid] += sum(1 for t in history if t.to_state == reinstall_state)
+        out += check_history(svc, history, initial_state=initial_state, allowed=allowed)
 
     # I3: store side, one server per service and one service per server
     holders: dict[int, list[str]] = collections.defaultdict(list)
@@ -347,24 +391,22 @@ def check_invariants(
                         f"owner {owner!r} of server {svc.server_id}",
                     )
                 )
-            n_installs = truth.installs.get(svc.server_id, 0)
-            if n_installs != installs_per_service:
+            n_installs = installs_on(svc.service_id, svc.server_id)
+            if n_installs != installs_of[sid]:
                 out.append(
                     Violation(
                         "I4",
                         sid,
                         f"server {svc.server_id} had {n_installs} OS "
-                        f"installs, expected {installs_per_service}",
+                        f"installs, expected {installs_of[sid]}",
                     )
                 )
-        elif svc.server_id is not None and truth.installs.get(svc.server_id, 0) > (
-            installs_per_service
-        ):
+        elif svc.server_id is not None and installs_on(sid, svc.server_id) > installs_of[sid]:
             out.append(
                 Violation(
                     "I4",
                     sid,
-                    f"server {svc.server_id} had {truth.installs[svc.server_id]} OS installs",
+                    f"server {svc.server_id} had {installs_on(sid, svc.server_id)} OS installs",
                 )
             )
 
@@ -416,6 +458,365 @@ def check_invariants(
             )
 
     return InvariantReport(violations=tuple(out), services=len(services), counts=dict(counts))
+
+
+# --------------------------------------------------------------------------- billing's view
+
+#: The state a service must rest in for each ``desired`` value (as :data:`DEFAULT_TARGETS`)
+#: and the event kinds each kind of transition writes to the outbox: ``(from_state,
+#: to_state)`` → kind, ``"*"`` for any ``from_state``. ``installing_os → active`` writes
+#: ``activated``, or ``reinstalled`` after a transition into ``reinstalling`` (see
+#: :func:`expected_events`).
+EVENT_KINDS: Mapping[tuple[str, str], str] = {
+    ("installing_os", "active"): "activated",
+    ("resuming", "active"): "resumed",
+    ("rebooting", "active"): "rebooted",
+    ("suspending", "suspended"): "suspended",
+    ("*", "closed"): "closed",
+    ("*", "failed"): "needs_attention",
+}
+
+
+def expected_events(
+    history: Sequence[Transition],
+    *,
+    kinds: Mapping[tuple[str, str], str] = EVENT_KINDS,
+    reinstall_state: str = "reinstalling",
+    reinstalled_kind: str = "reinstalled",
+) -> list[tuple[int, str]]:
+    """The ``(version, kind)`` of every event a service with this history must have
+    written to the outbox: one per transition named in ``kinds``; an ``activated``
+    following a transition into ``reinstall_state`` (since the last ``active``) is
+    ``reinstalled_kind`` instead."""
+    out: list[tuple[int, str]] = []
+    reinstalling = False
+    for t in history:
+        if t.to_state == reinstall_state:
+            reinstalling = True
+        kind = kinds.get((t.from_state, t.to_state)) or kinds.get(("*", t.to_state))
+        if kind == "activated" and reinstalling:
+            kind = reinstalled_kind
+        if t.to_state == DEFAULT_TARGETS["active"]:
+            reinstalling = False
+        if kind is not None:
+            out.append((t.version, kind))
+    return out
+
+
+@attrs.frozen
+class Delivery:
+    """One call of billing's event callback, as :func:`read_deliveries` found it in
+    ``log`` (the file of one worker process)."""
+
+    event_id: str
+    kind: str
+    service_id: str
+    version: int
+    log: str
+
+    @property
+    def key(self) -> tuple[str, int, str]:
+        """``(service_id, version, kind)``: what the event is about."""
+        return (self.service_id, self.version, self.kind)
+
+
+@attrs.frozen
+class DeliveryLog:
+    """Every delivery found in a directory of event logs; ``torn`` counts last lines
+    cut short (a process killed while writing one)."""
+
+    deliveries: tuple[Delivery, ...]
+    torn: int
+
+    def duplicates(self) -> int:
+        """Deliveries beyond the first of each event (at-least-once redeliveries)."""
+        return len(self.deliveries) - len({d.event_id for d in self.deliveries})
+
+
+#: Environment of :func:`recording_worker`: the directory its event logs go to.
+EVENT_LOG_ENV = "DCI6BRIDGE_CHAOS_EVENT_LOG"
+#: Environment of :func:`recording_worker`: ``1`` makes its store ignore the
+#: ``expected_desired_seq`` of every write (**test-only**, for a negative control: a
+#: billing request arriving during a lease can then be overwritten).
+UNSAFE_IGNORE_REQUESTS_ENV = "DCI6BRIDGE_CHAOS_UNSAFE_IGNORE_REQUESTS"
+
+
+#: Environment of :func:`recording_worker`: probability that the process dies
+#: (``os._exit(137)``) right after recording an event, before the relay acknowledges
+#: it, so that the event is delivered again.
+EVENT_CRASH_ENV = "DCI6BRIDGE_CHAOS_EVENT_CRASH_RATE"
+
+
+class EventRecorder:
+    """Billing's event callback for chaos runs: appends each event as one JSON line to
+    ``path`` and flushes it before returning, so an event is on disk before the relay
+    acknowledges it (a process killed in between delivers it again: at least once).
+
+    With ``crash_rate``, the process exits with status 137 right after recording an
+    event with that probability (drawn from ``rng``): the crash between billing's
+    handling of an event and its acknowledgement, which redelivers it."""
+
+    def __init__(
+        self, path: Path, *, crash_rate: float = 0.0, rng: random.Random | None = None
+    ) -> None:
+        self._file = Path(path).open("a", encoding="utf-8")  # noqa: SIM115 - lives with the process
+        self._lock = threading.Lock()
+        self._crash_rate = crash_rate
+        self._rng = rng or random.Random(0)
+
+    def __call__(self, event: Any) -> None:
+        line = {
+            "event_id": event.event_id,
+            "kind": event.kind,
+            "service_id": event.service_id,
+            "version": event.version,
+        }
+        with self._lock:
+            self._file.write(json.dumps(line) + "\n")
+            self._file.flush()
+            if self._crash_rate and self._rng.random() < self._crash_rate:
+                os._exit(137)
+
+    def close(self) -> None:
+        """Close the file."""
+        self._file.close()
+
+
+def recording_worker(argv: Sequence[str]) -> int:
+    """A worker entry for :class:`WorkerFleet` (``entry="dci6bridge.testing.chaos:
+    recording_worker"``): the worker command's own ``main`` with ``argv``, whose
+    provisioner delivers events to an :class:`EventRecorder` writing
+    ``$DCI6BRIDGE_CHAOS_EVENT_LOG/events-<pid>.log`` (when that is set; it dies
+    after recording an event with probability ``$DCI6BRIDGE_CHAOS_EVENT_CRASH_RATE``,
+    seeded by ``DCI6BRIDGE_FAILPOINT_SEED`` and its pid). With
+    ``DCI6BRIDGE_CHAOS_UNSAFE_IGNORE_REQUESTS=1`` its store drops the
+    ``expected_desired_seq`` fence of every write (negative control only)."""
+    from dci6bridge import stores
+    from dci6bridge.provisioning import Provisioner, worker
+
+    directory = os.environ.get(EVENT_LOG_ENV)
+    if directory:
+        seed = os.environ.get("DCI6BRIDGE_FAILPOINT_SEED", "0")
+        recorder = EventRecorder(
+            Path(directory) / f"events-{os.getpid()}.log",
+            crash_rate=float(os.environ.get(EVENT_CRASH_ENV) or 0.0),
+            rng=random.Random(f"{seed}:{os.getpid()}"),
+        )
+        # this process is a throwaway worker: rebinding the names the command uses is
+        # the least intrusive way to run the real command with billing's callback
+        provisioner = functools.partial(Provisioner, on_event=recorder)
+        setattr(worker, "Provisioner", provisioner)  # noqa: B010
+    if os.environ.get(UNSAFE_IGNORE_REQUESTS_ENV, "") == "1":
+        opener = stores.open_store
+
+        def open_unfenced(url: str, **options: Any) -> StatusStore:
+            store = opener(url, **options)
+            advance = store.advance
+
+            def advance_ignoring_requests(lease: Any, **kw: Any) -> Any:
+                kw["expected_desired_seq"] = None
+                return advance(lease, **kw)
+
+            setattr(store, "advance", advance_ignoring_requests)  # noqa: B010
+            return store
+
+        setattr(stores, "open_store", open_unfenced)  # noqa: B010
+    return worker.main(argv)
+
+
+def read_deliveries(directory: Path) -> DeliveryLog:
+    """Every delivery recorded by :class:`EventRecorder` s in ``directory``
+    (``events-*.log``); an unreadable line is counted as torn when it is the last line
+    of its file and raises :class:`ValueError` anywhere else."""
+    found: list[Delivery] = []
+    torn = 0
+    for path in sorted(Path(directory).glob("events-*.log")):
+        lines = path.read_text(encoding="utf-8").split("\n")
+        for n, line in enumerate(lines):
+            if not line:
+                continue
+            try:
+                raw = json.loads(line)
+                found.append(
+                    Delivery(
+                        str(raw["event_id"]),
+                        str(raw["kind"]),
+                        str(raw["service_id"]),
+                        int(raw["version"]),
+                        path.name,
+                    )
+                )
+            except (ValueError, KeyError, TypeError):
+                if n != len(lines) - 1:
+                    raise ValueError(f"{path}:{n + 1}: not a delivery: {line!r}") from None
+                torn += 1
+    return DeliveryLog(tuple(found), torn)
+
+
+def check_deliveries(
+    written: Sequence[OutboxMsg],
+    deliveries: Sequence[Delivery],
+    expected: Mapping[str, Sequence[tuple[int, str]]] | None = None,
+) -> list[Violation]:
+    """I6 between the outbox (every event ever ``written``, delivered or not), what
+    billing's callback received and, optionally, the events each service's history
+    calls for (``expected``: service id → ``(version, kind)`` list, e.g. from
+    :func:`expected_events`):
+
+    * every written event was delivered at least once;
+    * every delivery is of a written event and carries its ``event_id``, the same on
+      every delivery;
+    * one event per ``(service_id, version, kind)`` in the outbox;
+    * with ``expected``: the outbox holds exactly the events the histories call for
+      (none missing, none for a transition that did not happen).
+    """
+    out: list[Violation] = []
+    by_key: dict[tuple[str, int, str], OutboxMsg] = {}
+    for msg in written:
+        key = (msg.service_id, msg.version, msg.kind)
+        if key in by_key:
+            out.append(
+                Violation("I6", msg.service_id, f"event {msg.event_id} written twice to the outbox")
+            )
+        by_key[key] = msg
+    received: dict[tuple[str, int, str], list[Delivery]] = collections.defaultdict(list)
+    for d in deliveries:
+        received[d.key].append(d)
+    for key, msg in sorted(by_key.items()):
+        if not received.get(key):
+            out.append(Violation("I6", msg.service_id, f"event {msg.event_id} never delivered"))
+    for key, got in sorted(received.items()):
+        sent = by_key.get(key)
+        if sent is None:
+            out.append(
+                Violation("I6", key[0], f"delivered {got[0].event_id} ({len(got)}x), never written")
+            )
+            continue
+        ids = sorted({d.event_id for d in got})
+        if ids != [sent.event_id]:
+            out.append(
+                Violation("I6", key[0], f"event {sent.event_id} delivered with event ids {ids}")
+            )
+    if expected is not None:
+        for sid, events in sorted(expected.items()):
+            want = {(sid, version, kind) for version, kind in events}
+            have = {key for key in by_key if key[0] == sid}
+            for key in sorted(want - have):
+                out.append(
+                    Violation("I6", sid, f"v{key[1]} calls for a {key[2]!r} event; none written")
+                )
+            for key in sorted(have - want):
+                out.append(
+                    Violation(
+                        "I6",
+                        sid,
+                        f"{key[2]!r} event written for v{key[1]}, which is no such transition",
+                    )
+                )
+    return out
+
+
+def check_requests(
+    store: StatusStore,
+    truth: RemoteTruth,
+    wishes: Mapping[str, str],
+    *,
+    customer_emails: Mapping[str, str] | None = None,
+    targets: Mapping[str, str] = DEFAULT_TARGETS,
+    failed_state: str = "failed",
+) -> list[Violation]:
+    """T9: every service ended as billing's last accepted request asked (``wishes``:
+    service id → the ``desired`` value of that request, ``"active"`` for a service only
+    opened), once the workers are done:
+
+    * the store records that wish as ``desired`` and the service is not runnable;
+    * its state is the wish's target, or ``failed_state`` with an open department task;
+    * remotely: an active service's data ports are up, a suspended one's down
+      (``RemoteTruth.ports_up``); a closed service holds no reservation, its server is
+      free unless another live service records it, and a customer whose every service
+      is closed has no DCImanager user left (``customer_emails``).
+    """
+    out: list[Violation] = []
+    emails = {sid: e.lower() for sid, e in (customer_emails or {}).items()}
+    services = {svc.service_id: svc for svc in store.services()}
+    closed_state = targets.get("closed", "closed")
+    live_servers = {
+        svc.server_id
+        for svc in services.values()
+        if svc.server_id is not None and svc.state != closed_state
+    }
+    live_customers = {
+        emails[sid] for sid, svc in services.items() if svc.state != closed_state and sid in emails
+    }
+    open_tasks = {t.service_id for t in store.tasks()}
+    claimants = set(store.server_claims().values())
+    users = truth.user_emails()
+    for sid, wish in sorted(wishes.items()):
+        svc = services.get(sid)
+        if svc is None:
+            out.append(Violation("T9", sid, "no such service"))
+            continue
+        target = targets.get(wish, wish)
+        if svc.desired != wish:
+            out.append(
+                Violation(
+                    "T9",
+                    sid,
+                    f"the last accepted request asked for {wish!r}; the store records "
+                    f"desired={svc.desired!r}",
+                )
+            )
+        if svc.runnable:
+            out.append(Violation("T9", sid, f"left runnable in {svc.state!r}"))
+        if svc.state == failed_state:
+            if sid not in open_tasks:
+                out.append(Violation("T9", sid, "failed without an open department task"))
+            continue
+        if svc.state != target:
+            out.append(
+                Violation(
+                    "T9",
+                    sid,
+                    f"rests in {svc.state!r} (runnable={svc.runnable}) but the last "
+                    f"accepted request asked for {wish!r}: request lost",
+                )
+            )
+            continue
+        ports = truth.ports_up.get(svc.server_id) if svc.server_id is not None else None
+        if svc.state == targets.get("active", "active") and truth.ports_up and ports is not True:
+            out.append(Violation("T9", sid, f"active but the ports of {svc.server_id} are not up"))
+        if (
+            svc.state == targets.get("suspended", "suspended")
+            and truth.ports_up
+            and ports is not False
+        ):
+            out.append(
+                Violation("T9", sid, f"suspended but the ports of {svc.server_id} are not down")
+            )
+        if svc.state == closed_state:
+            if sid in claimants:
+                out.append(Violation("T9", sid, "closed but still reserves a server"))
+            if svc.server_id is not None and svc.server_id not in live_servers:
+                owner = truth.owners.get(svc.server_id)
+                if owner is not None:
+                    out.append(
+                        Violation(
+                            "T9",
+                            sid,
+                            f"closed but its server {svc.server_id} is owned by {owner!r}",
+                        )
+                    )
+            email = emails.get(sid)
+            if email is not None and email not in live_customers and users.get(email):
+                out.append(
+                    Violation(
+                        "T9",
+                        sid,
+                        f"closed, the customer {email!r} has no live service, yet "
+                        f"DCImanager users {users[email]} remain",
+                    )
+                )
+    return out
 
 
 # --------------------------------------------------------------------------- nemesis
