@@ -57,7 +57,7 @@ _BEGIN = b"BEGIN ISOLATION LEVEL READ COMMITTED"
 _COMMIT = b"COMMIT"
 _ROLLBACK = b"ROLLBACK"
 _PREPARABLE = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "VALUES"})
-# DML that returns no rows: nothing to wait for, so it can ride with the next message.
+# DML that returns no rows: nothing to wait for, so it can ride with the next batch.
 _BLIND = re.compile(r"\s*(?:INSERT|UPDATE|DELETE)\b(?!.*\bRETURNING\b)", re.IGNORECASE | re.DOTALL)
 _MAX_PREPARED = 256  # per connection; the least recently used one is deallocated
 
