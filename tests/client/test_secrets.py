@@ -46,9 +46,11 @@ def test_logs_over_login_401_and_retries(api: MockApi, make_client, caplog) -> N
     assert api.logins == 2
     lines = [r.getMessage() for r in caplog.records]
     ours = [r.getMessage() for r in caplog.records if r.name == "dci6bridge"]
-    # one line per attempt: login, GET x4, relogin, POST x2, logout, plus retry notes
+    # one line per attempt: login, GET x4, relogin, revocation of the replaced session,
+    # POST x2, logout, plus retry notes
     attempts = [m for m in ours if "(attempt" in m]
-    assert len(attempts) == 9
+    assert len(attempts) == 10
+    assert "DELETE auth/v4/token/101 -> 200" in attempts[3]
     assert "GET dci/v3/server/5 -> 401" in attempts[1]
     assert any("-> ReadTimeout" in m and "(attempt 2)" in m for m in attempts)
     for line in lines:

@@ -239,8 +239,12 @@ class Core:
         body = {"email": self.auth.email, "password": self.auth.password.reveal()}
         return Call.to("auth.login", lambda _data: None, body=body)
 
-    def apply_login(self, status: int, content: bytes, method: str, path: str) -> None:
-        """Store the token of a login answer (200 or 201 with a ``token``) or raise."""
+    def apply_login(self, status: int, content: bytes, method: str, path: str) -> int | None:
+        """Store the token of a login answer (200 or 201 with a ``token``) or raise.
+
+        Returns the id of the session the new token replaces when this client opened that
+        one itself (a renewal before expiry, a re-login after 401), for the caller to
+        revoke once the new token is in place; ``None`` otherwise."""
         if not 200 <= status < 300:
             raise self.status_error(status, content, method, path)
         data = self.decode(content, method, path)
@@ -249,16 +253,23 @@ class Core:
             raise ResponseValidationError(
                 "login answer has no token", method=method, path=path, field="$.token"
             )
+        replaced = self.auth.token_id if self.auth.owns_session else None
         self.auth.token = Secret(token)
         self.auth.token_id = _int_or_none(data.get("id"))
         self.auth.expires_at = parse_expires_at(data.get("expires_at"))
         self.auth.generation += 1
+        return replaced if replaced != self.auth.token_id else None
 
     def logout_call(self) -> Call[None] | None:
         """Revoke our own session by its id (never by value: URLs get logged)."""
         if not self.auth.owns_session:
             return None
-        return Call.to("auth.logout", lambda _data: None, token_id=self.auth.token_id)
+        return self.revoke_call(self.auth.token_id)
+
+    @staticmethod
+    def revoke_call(token_id: int | None) -> Call[None]:
+        """Revoke the session ``token_id`` (by id, never by value: URLs get logged)."""
+        return Call.to("auth.logout", lambda _data: None, token_id=token_id)
 
     def forget_session(self) -> None:
         """Drop the token after logout."""

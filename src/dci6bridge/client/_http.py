@@ -47,6 +47,9 @@ _RESPONSE_LOST: Final = (
     httpx.RemoteProtocolError,
 )
 
+# What ``_send`` takes for a session request of our own (logout, revocation).
+_SendArgs = tuple[str, str, tuple[()], None, Secret | None, RetryPolicy]
+
 
 def _failure(exc: BaseException) -> Failure | None:
     if isinstance(exc, _NOT_SENT):
@@ -187,11 +190,29 @@ class _SessionBase:
             raise self._connection_error(outcome, attempts) from None
         return True
 
-    def _logout_args(self) -> tuple[str, str, tuple[()], None, Secret | None, RetryPolicy] | None:
+    def _logout_args(self) -> _SendArgs | None:
         logout = self.core.logout_call()
         if logout is None:
             return None
         return (logout.method, logout.path, (), None, self.core.auth.token, RetryPolicy.none())
+
+    def _revoke_args(self, token_id: int) -> _SendArgs:
+        # Sent with the new token: the replaced one may be expired already (a 401).
+        revoke = self.core.revoke_call(token_id)
+        return (revoke.method, revoke.path, (), None, self.core.auth.token, RetryPolicy.none())
+
+    def _revoked(self, token_id: int, outcome: httpx.Response | Exception) -> None:
+        """Log (DEBUG, no secrets) a revocation of a replaced session that did not work;
+        the session then simply expires on its own."""
+        if isinstance(outcome, httpx.Response):
+            if not 200 <= outcome.status_code < 300:
+                self.log.debug(
+                    "revoking replaced session %d: HTTP %d", token_id, outcome.status_code
+                )
+            return
+        # Our errors carry no secret; anyone else's text is not ours to vouch for.
+        why = str(outcome) if isinstance(outcome, Dci6BridgeError) else type(outcome).__name__
+        self.log.debug("revoking replaced session %d failed: %s", token_id, why)
 
 
 @attrs.define
@@ -255,23 +276,40 @@ class SyncSession(_SessionBase):
 
     def _token(self, policy: RetryPolicy) -> tuple[int, Secret | None]:
         auth = self.core.auth
+        replaced = None
         if auth.needs_login(self.clock()):
             with self._lock:
                 if auth.needs_login(self.clock()):
-                    self._login(policy)
-        return auth.generation, auth.token
+                    replaced = self._login(policy)
+        current = auth.generation, auth.token
+        self._revoke(replaced)
+        return current
 
     def _relogin(self, generation: int, policy: RetryPolicy) -> tuple[int, Secret | None]:
         auth = self.core.auth
+        replaced = None
         with self._lock:
             if auth.generation == generation:  # nobody renewed it since our request
-                self._login(policy)
-            return auth.generation, auth.token
+                replaced = self._login(policy)
+            current = auth.generation, auth.token
+        self._revoke(replaced)
+        return current
 
-    def _login(self, policy: RetryPolicy) -> None:
+    def _login(self, policy: RetryPolicy) -> int | None:
         call, content = self._login_target()
         resp = self._send(call.method, call.path, (), content, None, policy)
-        self.core.apply_login(resp.status_code, resp.content, call.method, call.path)
+        return self.core.apply_login(resp.status_code, resp.content, call.method, call.path)
+
+    def _revoke(self, token_id: int | None) -> None:
+        """Best effort, outside the login lock: revoke the session a login replaced."""
+        if token_id is None:
+            return
+        outcome: httpx.Response | Exception
+        try:
+            outcome = self._send(*self._revoke_args(token_id))
+        except Exception as exc:  # never fail the caller's request over it
+            outcome = exc
+        self._revoked(token_id, outcome)
 
     def _send(
         self,
@@ -370,23 +408,40 @@ class AsyncSession(_SessionBase):
 
     async def _token(self, policy: RetryPolicy) -> tuple[int, Secret | None]:
         auth = self.core.auth
+        replaced = None
         if auth.needs_login(self.clock()):
             async with self._lock:
                 if auth.needs_login(self.clock()):
-                    await self._login(policy)
-        return auth.generation, auth.token
+                    replaced = await self._login(policy)
+        current = auth.generation, auth.token
+        await self._revoke(replaced)
+        return current
 
     async def _relogin(self, generation: int, policy: RetryPolicy) -> tuple[int, Secret | None]:
         auth = self.core.auth
+        replaced = None
         async with self._lock:
             if auth.generation == generation:
-                await self._login(policy)
-            return auth.generation, auth.token
+                replaced = await self._login(policy)
+            current = auth.generation, auth.token
+        await self._revoke(replaced)
+        return current
 
-    async def _login(self, policy: RetryPolicy) -> None:
+    async def _login(self, policy: RetryPolicy) -> int | None:
         call, content = self._login_target()
         resp = await self._send(call.method, call.path, (), content, None, policy)
-        self.core.apply_login(resp.status_code, resp.content, call.method, call.path)
+        return self.core.apply_login(resp.status_code, resp.content, call.method, call.path)
+
+    async def _revoke(self, token_id: int | None) -> None:
+        """Best effort, outside the login lock: revoke the session a login replaced."""
+        if token_id is None:
+            return
+        outcome: httpx.Response | Exception
+        try:
+            outcome = await self._send(*self._revoke_args(token_id))
+        except Exception as exc:  # never fail the caller's request over it
+            outcome = exc
+        self._revoked(token_id, outcome)
 
     async def _send(
         self,

@@ -218,6 +218,12 @@ class FakeDCImanager:
         with self._world.lock:
             self._world.unavailable_left += count
 
+    def live_sessions(self) -> tuple[int, ...]:
+        """Ids of the login tokens that work now (neither revoked nor expired), oldest
+        first: what a client leaves open on the platform."""
+        with self._world.lock:
+            return tuple(self._world.sessions.live())
+
     def expire_tokens(self) -> int:
         """Revoke every session now; returns how many there were."""
         with self._world.lock:

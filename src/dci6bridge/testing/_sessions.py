@@ -44,6 +44,11 @@ class Sessions:
             raise LookupError("expired")
         return token
 
+    def live(self) -> list[int]:
+        """Ids of the tokens that still work now (not revoked, not expired), oldest first."""
+        now = self._clock.now()
+        return [t.id for t in self._by_id.values() if t.expires_at is None or now < t.expires_at]
+
     def revoke(self, ref: str) -> None:
         """Log out the token whose value or id is ``ref`` (404 if none)."""
         token = self._by_value.get(ref)
