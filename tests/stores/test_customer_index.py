@@ -4,8 +4,7 @@ index to a database created at schema version 1."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -17,8 +16,9 @@ from dci6bridge.stores import _rules as rules
 from dci6bridge.stores import _schema as schema
 from dci6bridge.stores._codec import SERVICE_COLUMNS, service_to_row
 
+from . import test_schema
 from .test_contract import lease_of, step
-from .test_schema import SQL_BACKENDS, Db
+from .test_schema import Db
 
 LIVE = ["pending", "active", "suspended"]
 
@@ -92,12 +92,7 @@ def test_bad_arguments_name_the_field(
 # ---------------------------------------------------------------------------- migration
 
 
-@pytest.fixture(params=SQL_BACKENDS)
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
-    handle = Db(str(request.param), tmp_path, request)
-    yield handle
-    for store in handle.opened:
-        store.close()
+db = test_schema.db  # the same fixture: each SQL backend, raw SQL beside the store
 
 
 def _insert_v1_rows(db: Db, rows: list[dict[str, Any]]) -> None:
