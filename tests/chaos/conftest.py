@@ -147,37 +147,53 @@ def lifecycle_request(prov: Provisioner, order: Order, action: str) -> None:
         getattr(prov, action)(order.service_id)
 
 
-def probe_failpoints() -> dict[str, str]:
-    """Every failpoint one service passes through in :data:`LIFECYCLE`, mapped to the
-    request during which it is first reached, in order of first hit. Found by running
-    the lifecycle in-process against the simulator with every point armed at
-    probability 0 (counted, never fired), so the matrix follows the orchestrator as it
-    changes instead of a hand-kept list."""
+def in_process(
+    *, servers: int, ipv4_count: int = 0, **options: Any
+) -> tuple[FakeDCImanager, Provisioner]:
+    """An in-process simulator (one location of ``servers`` servers, installs of 5 s on
+    its manual clock) and a provisioner on it with a memory store (no failpoints armed
+    unless ``failpoints`` is given); drive it with ``run_until_idle(advance=fake.advance)``."""
     from dci6bridge import MemoryStore
     from dci6bridge.provisioning._failpoints import Failpoints
 
     fake = FakeDCImanager.with_inventory(
-        locations=1, servers_per_location=2, configurations=(CONFIGURATION,), install_duration=5
+        locations=1,
+        servers_per_location=servers,
+        configurations=(CONFIGURATION,),
+        install_duration=5,
     )
     catalog = Catalog.from_dict(
-        catalog_data(fake.url, fake.admin_email, locations=1, ipv4_count=1),
+        catalog_data(fake.url, fake.admin_email, locations=1, ipv4_count=ipv4_count),
         environ={PASSWORD_ENV: fake.admin_password},
     )
-    probe = Failpoints("*=0")
-    order = Order(
-        service_id="PROBE-1", tariff="E3", os_template=OS_TEMPLATE, customer_email="p@example.com"
-    )
-    first: dict[str, str] = {}
-    with Provisioner(
+    options.setdefault("failpoints", Failpoints())
+    prov = Provisioner(
         catalog,
         MemoryStore(clock=fake.clock.now),
         transport=fake.transport,
         clock=fake.clock.now,
         sleep=fake.advance,
         poll_interval=1.0,
-        failpoints=probe,
-        worker_id="probe",
-    ) as prov:
+        **options,
+    )
+    return fake, prov
+
+
+def probe_failpoints() -> dict[str, str]:
+    """Every failpoint one service passes through in :data:`LIFECYCLE`, mapped to the
+    request during which it is first reached, in order of first hit. Found by running
+    the lifecycle in-process against the simulator with every point armed at
+    probability 0 (counted, never fired), so the matrix follows the orchestrator as it
+    changes instead of a hand-kept list."""
+    from dci6bridge.provisioning._failpoints import Failpoints
+
+    probe = Failpoints("*=0")
+    fake, prov = in_process(servers=2, ipv4_count=1, failpoints=probe, worker_id="probe")
+    order = Order(
+        service_id="PROBE-1", tariff="E3", os_template=OS_TEMPLATE, customer_email="p@example.com"
+    )
+    first: dict[str, str] = {}
+    with prov:
         for action, target in LIFECYCLE:
             lifecycle_request(prov, order, action)
             prov.run_until_idle(advance=fake.advance)
@@ -619,6 +635,7 @@ def chaos_hooks() -> types.SimpleNamespace:
         BILLING_POINTS=BILLING_POINTS,
         lifecycle_request=lifecycle_request,
         probe_failpoints=probe_failpoints,
+        in_process=in_process,
     )
 
 

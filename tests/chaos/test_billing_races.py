@@ -387,27 +387,11 @@ def test_a_server_closed_while_suspended_comes_back_with_its_ports_on(
 ) -> None:
     """What the T9 checker asks of every ACTIVE service (its data ports up), on a server
     that a suspended service gave back: the next customer gets it with ports on."""
-    from dci6bridge import Catalog, MemoryStore, Order, Provisioner
-    from dci6bridge.provisioning._failpoints import Failpoints
-    from dci6bridge.testing import FakeDCImanager
+    from dci6bridge import Order
 
     h = chaos_hooks
-    fake = FakeDCImanager.with_inventory(
-        locations=1, servers_per_location=1, configurations=(h.CONFIGURATION,), install_duration=5
-    )
-    catalog = Catalog.from_dict(
-        h.catalog_data(fake.url, fake.admin_email, locations=1),
-        environ={h.PASSWORD_ENV: fake.admin_password},
-    )
-    with Provisioner(
-        catalog,
-        MemoryStore(clock=fake.clock.now),
-        transport=fake.transport,
-        clock=fake.clock.now,
-        sleep=fake.advance,
-        poll_interval=1.0,
-        failpoints=Failpoints(),
-    ) as prov:
+    fake, prov = h.in_process(servers=1)
+    with prov:
 
         def order(n: int) -> Order:
             return Order(f"S{n}", "E3", h.OS_TEMPLATE, customer_email=f"c{n}@example.com")
