@@ -63,9 +63,6 @@ BILLING_SECONDS = 20.0
 EVENT_CRASH_RATE = 0.1
 #: Services billing sends requests for (the rest are only opened).
 TOUCHED = 0.7
-#: Tolerate the known bug of ``test_a_server_closed_while_suspended_comes_back_with_its_
-#: ports_on`` in the chaos runs (rarely hit: it needs a freed server to be taken again).
-KNOWN_PORTS_BUG = True
 RECORDING_WORKER = "dci6bridge.testing.chaos:recording_worker"
 OTHER_TEMPLATE = "Debian 12"
 
@@ -283,16 +280,6 @@ def _run(chaos: Any, store_url: str | None, seed: int, *, unsafe: bool = False) 
             recorder.close()
         truth = RemoteTruth.from_fake(world.fake)
         t9 = check_requests(store, truth, billing.wishes, customer_emails=world.emails)
-        # the known bug of test_a_server_closed_while_suspended_comes_back_with_its_ports_on
-        # (a server given back while suspended keeps its ports off) is reported, not failed
-        given_back = {r.server_id for r in store.services(["closed"]) if r.server_id}
-        known = [
-            v
-            for v in t9
-            if KNOWN_PORTS_BUG
-            and any(f"ports of {server} are not up" in v.message for server in given_back)
-        ]
-        t9 = [v for v in t9 if v not in known]
         ledger = outbox_ledger(store)
         log = read_deliveries(events_dir)
         expected = {sid: expected_events(store.history(sid)) for sid in billing.wishes}
@@ -313,8 +300,7 @@ def _run(chaos: Any, store_url: str | None, seed: int, *, unsafe: bool = False) 
         f"events: written={len(ledger)} delivered={len(log.deliveries)} "
         f"(by workers {delivered_by_workers}, final drain {drained}) "
         f"duplicates={log.duplicates()} torn_lines={log.torn}\n"
-        f"final states: {dict(sorted(states.items()))}; wall {time.monotonic() - started:.1f}s\n"
-        f"known bug (ports of a reused server left off): {[str(v) for v in known]}"
+        f"final states: {dict(sorted(states.items()))}; wall {time.monotonic() - started:.1f}s"
     )
     print(result.summary())
     print(figures)
@@ -376,12 +362,6 @@ def test_without_the_request_fence_requests_are_lost(chaos: Any) -> None:
     assert out.result.report.by_invariant().get("I1", 0) >= 1, out.result.summary()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: closing a suspended service leaves its server's data ports off, and "
-    "provisioning never switches them on: the next service on that server is ACTIVE "
-    "without network (when fixed, drop this mark and KNOWN_PORTS_BUG in _run)",
-)
 def test_a_server_closed_while_suspended_comes_back_with_its_ports_on(
     chaos_hooks: Any,
 ) -> None:

@@ -270,3 +270,45 @@ def test_suspend_while_provisioning_ends_suspended(
     assert svc.status is ServiceStatus.SUSPENDED
     assert fake.state.servers[svc.server_id].data_ports_up is False
     assert [h.to_state for h in prov.history("S1")][-3:] == ["active", "suspending", "suspended"]
+
+
+def test_a_server_given_back_with_ports_off_is_handed_out_with_ports_on(
+    prov: Provisioner,
+    fake: FakeDCImanager,
+    new_order: Callable[..., Order],
+    drive: Callable[[Provisioner], int],
+) -> None:
+    """A server in the pool whose data ports someone switched off: the next customer gets
+    it with its network on (and IPMI never touched)."""
+    from dci6bridge import Client
+
+    with Client(
+        fake.url, email=fake.admin_email, password=fake.admin_password, transport=fake.transport
+    ) as admin:
+        for server in fake.state.free_servers:
+            admin.servers.ports_off(server.id)
+    prov.open(new_order())
+    drive(prov)
+    svc = prov.get("S1")
+    assert svc.status is ServiceStatus.ACTIVE
+    truth = fake.state.servers[svc.server_id]
+    assert truth.data_ports_up is True
+    assert truth.ipmi_up
+
+
+def test_closing_a_suspended_service_gives_the_server_back_with_ports_on(
+    active: Provisioner,
+    fake: FakeDCImanager,
+    drive: Callable[[Provisioner], int],
+) -> None:
+    sid = active.get("S1").server_id
+    active.suspend("S1")
+    drive(active)
+    assert fake.state.servers[sid].data_ports_up is False
+    active.close("S1")
+    drive(active)
+    assert active.get("S1").status is ServiceStatus.CLOSED
+    truth = fake.state.servers[sid]
+    assert truth.owner_email is None
+    assert truth.data_ports_up is True
+    assert [h.detail.get("ports_on") for h in active.history("S1")][-1] is True

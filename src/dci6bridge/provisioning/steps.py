@@ -410,6 +410,15 @@ def _owner_is(server: Server, email: str) -> bool:
     return (server.owner_email or "").strip().lower() == email
 
 
+def _data_ports_down(server: Server) -> bool:
+    """Whether a data port (not the IPMI connection) of the server is switched off."""
+    return any(
+        not port.is_ipmi_connection
+        and str(getattr(port.admin_status, "value", port.admin_status)) == "down"
+        for port in server.switch_connection
+    )
+
+
 def _op_id(server: Server) -> int | None:
     return server.operation.id if server.operation is not None else None
 
@@ -934,6 +943,10 @@ def _poll_install(ctx: StepContext) -> Outcome:
             "owner_changed",
             f"server {server_id} is owned by {server.owner_email!r}, not by the customer",
         )
+    if _data_ports_down(server) and row.desired != S.SUSPENDED.value:
+        # a server given back with its ports off (its last customer was suspended, or
+        # someone switched them off): the customer gets it with its network on
+        ctx.call("servers.ports_on", ctx.client().servers.ports_on, server_id)
     ips = [ip.name for ip in _our_ips(server, row.data.get("ips_before") or ())]
     reinstalled = row.data.get("os_template_next") is not None
     os_template = row.data.get("os_template_next") or ctx.order.os_template
@@ -1047,6 +1060,10 @@ def _terminating(ctx: StepContext) -> Outcome:
                 with contextlib.suppress(NotFoundError):
                     ctx.call("ips.release", client.ips.release, ip.id)
             done["released_ips"] = len(_our_ips(server, row.data.get("ips_before") or ()))
+            if _data_ports_down(server):
+                # closed while suspended: the server goes back with its network on
+                ctx.call("servers.ports_on", client.servers.ports_on, server_id)
+                done["ports_on"] = True
             ctx.call("servers.release_owner", client.servers.release_owner, server_id)
             # release the reservation only once the remote owner is confirmed empty
             server = ctx.get_server(server_id)
