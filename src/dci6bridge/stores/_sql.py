@@ -29,12 +29,11 @@ from ._codec import (
     task_from_row,
     transition_from_row,
 )
+from ._writes import FencedWrites
 from .base import (
     Advanced,
     DepartmentTask,
     Lease,
-    Move,
-    NewOutbox,
     NewTask,
     OutboxMsg,
     PruneResult,
@@ -85,7 +84,7 @@ class Claim:
     limit: int
 
 
-class SqlStore:
+class SqlStore(FencedWrites):
     """Everything a SQL status store does, over a backend's transactions."""
 
     def __init__(self, *, unsafe_disable_fencing: bool, prefix: str) -> None:
@@ -321,64 +320,6 @@ class SqlStore:
             self._update(tx, attrs.evolve(released, lease_owner=None, lease_until=0.0))
 
     # ------------------------------------------------------------------ fenced writes
-    def transition(
-        self,
-        lease: Lease,
-        *,
-        expected_state: str,
-        expected_version: int,
-        new_state: str,
-        patch: Mapping[str, Any] | None = None,
-        detail: Mapping[str, Any] | None = None,
-        outbox: Sequence[NewOutbox] = (),
-        task: NewTask | None = None,
-        release: bool = False,
-    ) -> StoredService:
-        """Fenced compare-and-set state change; see :meth:`StatusStore.transition`."""
-        move = Move(new_state, patch or {}, detail or {}, outbox, task)
-        return self._advance(
-            lease,
-            expected_state=expected_state,
-            expected_version=expected_version,
-            checked=rules.check_advance([move], None, None, None),
-            release=release,
-        ).service
-
-    def checkpoint(
-        self, lease: Lease, *, expected_version: int, patch: Mapping[str, Any]
-    ) -> StoredService:
-        """Fenced same-state update; see :meth:`StatusStore.checkpoint`."""
-        return self._advance(
-            lease,
-            expected_version=expected_version,
-            checked=rules.check_advance((), patch, None, None),
-        ).service
-
-    def advance(
-        self,
-        lease: Lease,
-        *,
-        expected_state: str,
-        expected_version: int,
-        moves: Sequence[Move] = (),
-        patch: Mapping[str, Any] | None = None,
-        expected_desired_seq: int | None = None,
-        reserve_server: int | None = None,
-        singleton: str | None = None,
-        renew: float | None = None,
-        release: bool = False,
-    ) -> Advanced:
-        """Several fenced writes in one transaction; see :meth:`StatusStore.advance`."""
-        return self._advance(
-            lease,
-            expected_state=expected_state,
-            expected_version=expected_version,
-            expected_desired_seq=expected_desired_seq,
-            checked=rules.check_advance(moves, patch, reserve_server, singleton),
-            renew=None if renew is None else rules.check_positive(renew, "renew"),
-            release=release,
-        )
-
     def _advance(
         self,
         lease: Lease,
