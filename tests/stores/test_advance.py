@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 
 from dci6bridge.errors import ConfigError, LeaseLost, StaleState
-from dci6bridge.stores import Lease, NewOutbox, NewTask, StatusStore
-from dci6bridge.stores import Move
+from dci6bridge.stores import Lease, Move, NewOutbox, NewTask, StatusStore
 
 from .conftest import FakeClock
 from .test_contract import create, lease_of, snapshot
