@@ -209,7 +209,11 @@ def test_crash_point(worker_crash_point: str, matrix: dict[str, CaseResult]) -> 
     detail = f"{r}\n{r.history}"
     # the worker died exactly there (and only once: the marker spans restarts)
     assert r.marker == [worker_crash_point], detail
-    assert r.exits.get(137) == 1, detail
+    # Forked workers report their status through multiprocessing's fork server, which
+    # gives 255 when it cannot read the status back (seen once in CI while the status of
+    # the os._exit(137) was being collected). The marker above proves where the worker
+    # died; test_crash_point_through_the_cli checks the 137 itself with real processes.
+    assert r.exits.get(137, 0) + r.exits.get(255, 0) == 1, detail
     assert not r.problems, detail
 
 
