@@ -203,13 +203,7 @@ def reconcile(prov: Provisioner) -> ReconcileReport:
 
 
 def _emails(rows: list[StoredService]) -> set[str]:
-    out = set()
-    for row in rows:
-        try:
-            out.add(user_email(Order.from_spec(row.spec)))
-        except ConfigError:
-            continue
-    return out
+    return {email for email in map(_email_of, rows) if email is not None}
 
 
 def _email_of(row: StoredService) -> str | None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
-from dci6bridge.client.models import Server, User
+from dci6bridge.client.models import PortStatus, Server, User
 from dci6bridge.client.query import Q
 from dci6bridge.domain import Catalog, Order, ProcessingModule, Tariff
 from dci6bridge.errors import (
@@ -412,11 +412,7 @@ def _owner_is(server: Server, email: str) -> bool:
 
 def _data_ports_down(server: Server) -> bool:
     """Whether a data port (not the IPMI connection) of the server is switched off."""
-    return any(
-        not port.is_ipmi_connection
-        and str(getattr(port.admin_status, "value", port.admin_status)) == "down"
-        for port in server.switch_connection
-    )
+    return any(port.admin_status == PortStatus.DOWN for port in server.data_connections)
 
 
 def _op_id(server: Server) -> int | None:

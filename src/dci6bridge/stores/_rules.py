@@ -287,14 +287,19 @@ def apply_patch(
     deletes), other columns replaced, ``updated_at`` set, plus the columns in ``also``."""
     changes = {**patch, **also}
     if "data" in changes:
-        merged = dict(service.data)
-        for key, value in changes["data"].items():
-            if value is None:
-                merged.pop(key, None)
-            else:
-                merged[key] = value
-        changes["data"] = merged
+        changes["data"] = merge_data(dict(service.data), changes["data"])
     return attrs.evolve(service, **changes, updated_at=now)
+
+
+def merge_data(into: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """``into`` (changed in place and returned) with a ``data`` patch merged key by key:
+    a ``None`` value deletes the key."""
+    for key, value in patch.items():
+        if value is None:
+            into.pop(key, None)
+        else:
+            into[key] = value
+    return into
 
 
 def transitioned(
@@ -441,12 +446,7 @@ def plan_advance(
             if key != "data":
                 changes[key] = value
                 continue
-            data = dict(current.data) if data is None else data
-            for name, item in value.items():
-                if item is None:
-                    data.pop(name, None)
-                else:
-                    data[name] = item
+            data = merge_data(dict(current.data) if data is None else data, value)
 
     # the same result as transitioned() per move, then apply_patch(), in one evolve
     for to, one in checked.moves:
