@@ -6,7 +6,7 @@ write of the worker (the moment the worker computed "runnable" from the old requ
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -14,7 +14,7 @@ import pytest
 from dci6bridge.domain import Catalog, Order
 from dci6bridge.provisioning import Provisioner, ServiceState
 from dci6bridge.provisioning._failpoints import Failpoints
-from dci6bridge.stores.base import StatusStore
+from dci6bridge.stores.base import AdvanceRequest, StatusStore
 from dci6bridge.testing import FakeDCImanager
 
 from .conftest import INSTALL_S
@@ -24,7 +24,7 @@ class RequestBeforeWrite:
     """A store whose first ``advance`` matching ``when`` is preceded by ``request()``."""
 
     def __init__(
-        self, inner: StatusStore, when: Callable[[dict[str, Any]], bool], request: Callable[[], Any]
+        self, inner: StatusStore, when: Callable[[AdvanceRequest], bool], request: Callable[[], Any]
     ) -> None:
         self._inner = inner
         self._when = when
@@ -35,10 +35,18 @@ class RequestBeforeWrite:
         return getattr(self._inner, name)
 
     def advance(self, lease: Any, **kw: Any) -> Any:
-        if not self.fired and self._when(kw):
+        self._maybe_fire([AdvanceRequest(lease, **kw)])
+        return self._inner.advance(lease, **kw)
+
+    def advance_many(self, requests: Sequence[AdvanceRequest]) -> Any:
+        # a worker's lease-ending write may travel with another service's write
+        self._maybe_fire(requests)
+        return self._inner.advance_many(requests)
+
+    def _maybe_fire(self, requests: Sequence[AdvanceRequest]) -> None:
+        if not self.fired and any(self._when(r) for r in requests):
             self.fired = True
             self._request()
-        return self._inner.advance(lease, **kw)
 
 
 def racing_worker(catalog: Catalog, fake: FakeDCImanager, store: Any) -> Provisioner:
@@ -54,8 +62,8 @@ def racing_worker(catalog: Catalog, fake: FakeDCImanager, store: Any) -> Provisi
     )
 
 
-def _moves_to(state: str) -> Callable[[dict[str, Any]], bool]:
-    return lambda kw: any(m.to == state for m in kw["moves"])
+def _moves_to(state: str) -> Callable[[AdvanceRequest], bool]:
+    return lambda request: any(m.to == state for m in request.moves)
 
 
 @pytest.mark.parametrize(
@@ -110,7 +118,7 @@ def test_an_idle_worker_does_not_overwrite_a_new_request(
     worker; a suspend arriving just before that write still happens."""
     billing, sid = active, "S1"
     racing = RequestBeforeWrite(
-        store, lambda kw: kw.get("patch") == {"runnable": False}, lambda: billing.suspend(sid)
+        store, lambda request: request.patch == {"runnable": False}, lambda: billing.suspend(sid)
     )
     worker = racing_worker(catalog, fake, racing)
     # make the active service look runnable with nothing to do (a stray wake-up)

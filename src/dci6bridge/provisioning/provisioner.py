@@ -11,6 +11,7 @@ scheduler. See ``docs/orchestrator.md``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -47,6 +48,7 @@ from dci6bridge.stores.base import (
 from dci6bridge.stores.base import Transition as Transition
 
 from ._failpoints import Failpoints
+from ._tails import TailWrites
 from .events import Event, EventKind, OutboxRelay
 from .service import Service, service_from_row
 from .states import ServiceState, ServiceStatus, check_transition, status_of
@@ -477,11 +479,17 @@ class Provisioner:
         their next steps (a few at most each), release them, then relay due events.
         Returns the number of services worked on. Safe to call from a scheduler
         (cron, Celery beat) in any number of processes."""
-        leases = self.store.acquire(self.worker_id, self.settings.lease_ttl, max_services)
+        # the local clock is read before the store's: a lease's remaining time is never
+        # overestimated
+        before = self._clock()
+        ttl = self.settings.lease_ttl
+        leases = self.store.acquire(self.worker_id, ttl, max_services)
         if leases:
             self.failpoints.hit("after:store.acquire")
+        tails = TailWrites(self.store)
         for lease in leases:
-            self._work(lease)
+            self._work(self._context(lease, tails=tails, store_now=(lease.until - ttl, before)))
+        tails.drain()
         self.deliver_events()
         return len(leases)
 
@@ -549,7 +557,13 @@ class Provisioner:
         return reconcile(self)
 
     # ------------------------------------------------------------------ one lease
-    def _context(self, lease: Lease) -> StepContext:
+    def _context(
+        self,
+        lease: Lease,
+        *,
+        tails: TailWrites | None = None,
+        store_now: tuple[float, float] | None = None,
+    ) -> StepContext:
         return StepContext(
             store=self.store,
             catalog=self.catalog,
@@ -560,11 +574,12 @@ class Provisioner:
             rng=self._rng,
             settings=self.settings,
             monotonic=self._clock,
+            tails=tails,
+            store_now=store_now,
         )
 
-    def _work(self, lease: Lease) -> None:
-        ctx = self._context(lease)
-        sid = lease.service_id
+    def _work(self, ctx: StepContext) -> None:
+        sid = ctx.service_id
         try:
             for _ in range(MAX_STEPS_PER_LEASE):
                 try:
@@ -612,12 +627,19 @@ class Provisioner:
                 self._release(ctx, patch={"runnable": True}, what="housekeeping")
             else:
                 self._release(ctx)
-        except LeaseLost:
-            log.warning("service %s: lease lost; another worker owns it now", sid)
-        except StaleState:
-            log.warning("service %s: changed under us; leaving it", sid)
-            ctx.discard()
-            self._release(ctx)
+        except (LeaseLost, StaleState) as exc:
+            self._refused(ctx, exc)
+
+    def _refused(self, ctx: StepContext, exc: LeaseLost | StaleState | ServiceNotFound) -> None:
+        """A write of this lease was refused: stop; if only the row changed under us (a
+        billing request), give the lease up without writing anything else."""
+        if not isinstance(exc, StaleState):
+            log.warning("service %s: lease lost; another worker owns it now", ctx.service_id)
+            return
+        log.warning("service %s: changed under us; leaving it", ctx.service_id)
+        ctx.discard()
+        self.store.release(ctx.lease)
+        self.failpoints.hit("after:store.release")
 
     def _release(
         self,
@@ -629,21 +651,19 @@ class Provisioner:
         patch: Mapping[str, Any] | None = None,
         what: str | None = None,
     ) -> None:
-        if ctx.pending or patch:
-            # state changes still queued: written with the release, in one transaction
-            changes = dict(patch or {})
-            if not_before is not None:
-                changes["not_before"] = not_before
-            if error is not None:
-                changes["last_error"] = error
-            if count_attempt:
-                changes["attempts"] = ctx.row.attempts + 1
-            ctx.flush(patch=changes, what=what, release=True)
-            return
-        self.store.release(
-            ctx.lease, not_before=not_before, error=error, count_attempt=count_attempt
+        # written with the state changes still queued, in one transaction
+        changes = dict(patch or {})
+        if not_before is not None:
+            changes["not_before"] = not_before
+        if error is not None:
+            changes["last_error"] = error
+        if count_attempt:
+            changes["attempts"] = ctx.row.attempts + 1
+        ctx.finish(
+            patch=changes or None,
+            what=what,
+            refused=functools.partial(self._refused, ctx),
         )
-        self.failpoints.hit("after:store.release")
 
     def _retry_later(self, ctx: StepContext, what: str, why: str) -> None:
         attempts = ctx.row.attempts + 1
@@ -654,11 +674,9 @@ class Provisioner:
                 "retries_exhausted",
                 f"{reason} (gave up after {attempts} attempts)",
             )
-            try:
-                if not self._transition(ctx, outcome):
-                    self._release(ctx)
-            except (LeaseLost, StaleState):
-                log.warning("service %s: lost the lease while failing it", ctx.service_id)
+            # a refused write is handled by _refused (the lease-ending write never raises)
+            if not self._transition(ctx, outcome):
+                self._release(ctx)
             return
         delay = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (attempts - 1))
         delay *= self._rng.uniform(0.5, 1.5)
@@ -745,6 +763,6 @@ class Provisioner:
         # no reservation to drop) followed by a plain release, so give the lease up in
         # the same transaction instead.
         if not patch["runnable"] and merged.get("release_claim") is None:
-            ctx.flush(release=True)
+            ctx.finish(refused=functools.partial(self._refused, ctx))
             return True
         return False

@@ -32,12 +32,15 @@ from dci6bridge.errors import (
     NotFoundError,
     SelectionError,
     ServerError,
+    ServiceNotFound,
     StaleState,
 )
 from dci6bridge.selection import select_module
 from dci6bridge.stores import _rules as store_rules
 from dci6bridge.stores.base import (
     Advanced,
+    AdvanceOutcome,
+    AdvanceRequest,
     Lease,
     Move,
     NewOutbox,
@@ -47,6 +50,7 @@ from dci6bridge.stores.base import (
 )
 
 from ._failpoints import Failpoints
+from ._tails import TailWrites
 from .events import CREATED_AT_KEY, EventKind
 from .passwords import generate_password
 from .states import ServiceState
@@ -210,6 +214,8 @@ class StepContext:
         rng: random.Random,
         settings: StepSettings,
         monotonic: Callable[[], float] = time.monotonic,
+        tails: TailWrites | None = None,
+        store_now: tuple[float, float] | None = None,
     ) -> None:
         self.store = store
         self.catalog = catalog
@@ -225,7 +231,9 @@ class StepContext:
         self.rng = rng
         self.settings = settings
         self._monotonic = monotonic
-        self._store_now: tuple[float, float] | None = None
+        #: lease-ending writes of this tick, sent with this lease's writes
+        self.tails = tails
+        self._store_now = store_now
         self._order: Order | None = None
         #: servers read in this lease (still fresh for the next step of the same lease)
         self.seen: dict[int, Server] = {}
@@ -277,8 +285,9 @@ class StepContext:
         return tid
 
     def now(self) -> float:
-        """The store's clock, read once per lease and carried forward with the local
-        clock (on PostgreSQL every read of the database clock is a round trip)."""
+        """The store's clock, read once (``store_now``: as of the acquire, a pair of the
+        store's time and the local monotonic clock then) and carried forward with the
+        local clock (on PostgreSQL every read of the database clock is a round trip)."""
         if self._store_now is None:
             self._store_now = (self.store.now(), self._monotonic())
         base, at = self._store_now
@@ -327,19 +336,15 @@ class StepContext:
         self.pending.clear()
         self.row = self.durable
 
-    def flush(
+    def _request(
         self,
         *,
-        what: str | None = None,
         patch: Mapping[str, Any] | None = None,
         reserve: int | None = None,
         singleton: str | None = None,
         release: bool = False,
-    ) -> Advanced:
-        """Write the queued state changes, with ``patch`` (a checkpoint named ``what``),
-        a server reservation, a singleton claim and the lease release, in one fenced
-        transaction. A refused reservation writes nothing and keeps the queue."""
-        done = self.store.advance(
+    ) -> AdvanceRequest:
+        return AdvanceRequest(
             self.lease,
             expected_state=self.durable.state,
             expected_version=self.durable.version,
@@ -353,26 +358,96 @@ class StepContext:
             renew=None if release else self.settings.lease_ttl,
             release=release,
         )
+
+    def flush(
+        self,
+        *,
+        what: str | None = None,
+        patch: Mapping[str, Any] | None = None,
+        reserve: int | None = None,
+        singleton: str | None = None,
+        release: bool = False,
+    ) -> Advanced:
+        """Write the queued state changes, with ``patch`` (a checkpoint named ``what``),
+        a server reservation, a singleton claim and the lease release, in one fenced
+        transaction (together with the lease-ending writes of other services waiting in
+        :attr:`tails`). A refused reservation writes nothing and keeps the queue."""
+        request = self._request(patch=patch, reserve=reserve, singleton=singleton, release=release)
+        if self.tails is not None:
+            done = self.tails.write(request)
+        else:
+            done = self.store.advance(
+                request.lease,
+                expected_state=request.expected_state,
+                expected_version=request.expected_version,
+                moves=request.moves,
+                patch=request.patch,
+                expected_desired_seq=request.expected_desired_seq,
+                reserve_server=request.reserve_server,
+                singleton=request.singleton,
+                renew=request.renew,
+                release=request.release,
+            )
         if done.reserved is False:
             return done
         written, self.pending = self.pending, []
-        self.durable = self.row = done.service
-        if not release:
-            self.lease = attrs.evolve(self.lease, until=done.service.lease_until)
-        if done.singleton:
-            assert singleton is not None
-            self.singletons[singleton] = self.lease.until
-        for move in written:
-            self.failpoints.hit(f"after:store.transition:{move.to}")
+        self._written(done, written, what=what, patch=patch, singleton=singleton)
         if reserve is not None:
             self.failpoints.hit("after:store.reserve_server")
-        if patch is not None and what is not None:
-            self.failpoints.hit(f"after:store.checkpoint:{what}")
         if singleton is not None:
             self.failpoints.hit("after:store.singleton")
         if release:
             self.failpoints.hit("after:store.release")
         return done
+
+    def finish(
+        self,
+        *,
+        what: str | None = None,
+        patch: Mapping[str, Any] | None = None,
+        refused: Callable[[LeaseLost | StaleState | ServiceNotFound], None],
+    ) -> None:
+        """The lease's last write: the queued state changes, ``patch`` and the release.
+        With :attr:`tails` it waits there for the worker's next write (nothing depends
+        on it); ``refused`` gets the fencing error if the store refuses it then."""
+        if self.tails is None:
+            try:
+                self.flush(what=what, patch=patch, release=True)
+            except (LeaseLost, StaleState, ServiceNotFound) as exc:
+                refused(exc)
+            return
+        request = self._request(patch=patch, release=True)
+        moves, self.pending = self.pending, []
+
+        def done(outcome: AdvanceOutcome) -> None:
+            if not isinstance(outcome, Advanced):
+                self.row = self.durable
+                refused(outcome)
+                return
+            self._written(outcome, moves, what=what, patch=patch, singleton=None)
+            self.failpoints.hit("after:store.release")
+
+        self.tails.queue(request, done)
+
+    def _written(
+        self,
+        done: Advanced,
+        moves: Sequence[Move],
+        *,
+        what: str | None,
+        patch: Mapping[str, Any] | None,
+        singleton: str | None,
+    ) -> None:
+        self.durable = self.row = done.service
+        if done.service.lease_owner is not None:
+            self.lease = attrs.evolve(self.lease, until=done.service.lease_until)
+        if done.singleton:
+            assert singleton is not None
+            self.singletons[singleton] = self.lease.until
+        for move in moves:
+            self.failpoints.hit(f"after:store.transition:{move.to}")
+        if patch is not None and what is not None:
+            self.failpoints.hit(f"after:store.checkpoint:{what}")
 
     def checkpoint(self, what: str, patch: Mapping[str, Any]) -> None:
         """A same-state fenced write (no history row), with any queued state changes."""

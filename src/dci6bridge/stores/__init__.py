@@ -16,6 +16,7 @@ from ._url import open_store, redact_url
 from .base import (
     PATCHABLE,
     Advanced,
+    AdvanceRequest,
     DepartmentTask,
     Lease,
     Move,
@@ -33,6 +34,7 @@ from .sqlite import SQLiteStore
 
 __all__ = [
     "PATCHABLE",
+    "AdvanceRequest",
     "Advanced",
     "DepartmentTask",
     "Lease",

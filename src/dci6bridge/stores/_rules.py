@@ -20,11 +20,12 @@ from dci6bridge._validate import show
 from dci6bridge.errors import ConfigError, LeaseLost, ServiceNotFound, StaleState
 
 from ._codec import canonical_json, check_mapping, customer_key, digest
-from .base import PATCHABLE, Lease, Move, NewOutbox, NewTask, StoredService
+from .base import PATCHABLE, AdvanceRequest, Lease, Move, NewOutbox, NewTask, StoredService
 
 __all__ = [
     "AdvancePlan",
     "CheckedAdvance",
+    "CheckedRequest",
     "CheckedTransition",
     "apply_patch",
     "check_advance",
@@ -36,6 +37,7 @@ __all__ = [
     "check_patch",
     "check_positive",
     "check_prune",
+    "check_requests",
     "check_server_id",
     "check_task",
     "check_text",
@@ -404,6 +406,59 @@ def check_advance(
         reserve_server=None if reserve_server is None else check_server_id(reserve_server),
         singleton=None if singleton is None else check_text(singleton, "singleton"),
     )
+
+
+@attrs.frozen
+class CheckedRequest:
+    """One lease's write, validated: what a backend's ``_advance_many`` applies.
+    ``expected_state`` is ``None`` for a checkpoint (no state fence)."""
+
+    lease: Lease
+    checked: CheckedAdvance
+    expected_state: str | None
+    expected_version: int
+    expected_desired_seq: int | None = None
+    renew: float | None = None
+    release: bool = False
+
+
+def check_requests(requests: Sequence[AdvanceRequest]) -> list[CheckedRequest]:
+    """Validate every request of an ``advance_many`` (fields named ``requests[i]...``),
+    so a bad one writes nothing; one service may appear once."""
+    given: Any = requests  # checked at run time
+    if isinstance(given, (str, bytes)) or not isinstance(given, Sequence):
+        raise ConfigError(f"requests: expected a sequence of AdvanceRequest, got {show(given)}")
+    checked: list[CheckedRequest] = []
+    seen: dict[str, int] = {}
+    for i, req in enumerate(requests):
+        if not isinstance(req, AdvanceRequest):
+            raise ConfigError(f"requests[{i}]: expected an AdvanceRequest, got {show(req)}")
+        if not isinstance(req.lease, Lease):
+            raise ConfigError(f"requests[{i}].lease: expected a Lease, got {show(req.lease)}")
+        sid = req.lease.service_id
+        if sid in seen:
+            raise ConfigError(
+                f"requests[{i}]: service {sid!r} appears twice (also requests[{seen[sid]}]); "
+                "one transaction writes a service once"
+            )
+        seen[sid] = i
+        try:
+            one = check_advance(req.moves, req.patch, req.reserve_server, req.singleton)
+            renew = None if req.renew is None else check_positive(req.renew, "renew")
+        except ConfigError as exc:
+            raise ConfigError(f"requests[{i}].{exc}") from None
+        checked.append(
+            CheckedRequest(
+                req.lease,
+                one,
+                req.expected_state,
+                req.expected_version,
+                req.expected_desired_seq,
+                renew,
+                req.release,
+            )
+        )
+    return checked
 
 
 @attrs.frozen

@@ -16,7 +16,14 @@ from typing import Any, Protocol
 
 import attrs
 
-from dci6bridge.errors import ServiceNotFound, SpecMismatch, StaleState, StoreError, TaskNotFound
+from dci6bridge.errors import (
+    LeaseLost,
+    ServiceNotFound,
+    SpecMismatch,
+    StaleState,
+    StoreError,
+    TaskNotFound,
+)
 
 from . import _rules as rules
 from ._codec import (
@@ -32,6 +39,7 @@ from ._codec import (
 from ._writes import FencedWrites
 from .base import (
     Advanced,
+    AdvanceOutcome,
     DepartmentTask,
     Lease,
     NewTask,
@@ -41,7 +49,7 @@ from .base import (
     Transition,
 )
 
-__all__ = ["Claim", "SqlStore", "Tx"]
+__all__ = ["Claim", "SingletonTake", "SqlStore", "Tx"]
 
 # ``customer`` is no field of the record: an index key derived from the spec once.
 _INSERT_COLUMNS = ", ".join((*SERVICE_COLUMNS, "customer"))
@@ -82,6 +90,15 @@ class Claim:
     where_params: Sequence[Any]
     order: str
     limit: int
+
+
+@attrs.frozen
+class SingletonTake:
+    """A singleton an advance takes: its name, the holder and until when."""
+
+    name: str
+    holder: str
+    until: float
 
 
 class SqlStore(FencedWrites):
@@ -320,86 +337,94 @@ class SqlStore(FencedWrites):
             self._update(tx, attrs.evolve(released, lease_owner=None, lease_until=0.0))
 
     # ------------------------------------------------------------------ fenced writes
-    def _advance(
-        self,
-        lease: Lease,
-        *,
-        checked: rules.CheckedAdvance,
-        expected_state: str | None = None,
-        expected_version: int,
-        expected_desired_seq: int | None = None,
-        renew: float | None = None,
-        release: bool = False,
-    ) -> Advanced:
+    def _advance_many(self, requests: Sequence[rules.CheckedRequest]) -> list[AdvanceOutcome]:
+        outcomes: list[AdvanceOutcome] = []
         with self._transaction(write=True) as tx:
-            current, now = self._fenced(
-                tx,
-                lease,
-                expected_state=expected_state,
-                expected_version=expected_version,
-                expected_desired_seq=expected_desired_seq,
+            for request in requests:
+                try:
+                    outcomes.append(self._advance_in(tx, request))
+                except (LeaseLost, StaleState, ServiceNotFound) as exc:
+                    # decided before this request wrote anything: the others go on
+                    outcomes.append(exc)
+        return outcomes
+
+    def _advance_in(self, tx: Tx, request: rules.CheckedRequest) -> Advanced:
+        lease, checked, expected_state = request.lease, request.checked, request.expected_state
+        current, now = self._fenced(
+            tx,
+            lease,
+            expected_state=expected_state,
+            expected_version=request.expected_version,
+            expected_desired_seq=request.expected_desired_seq,
+        )
+        # Planned before the reservation (planning writes nothing) so that a backend can
+        # take the singleton, whose expiry the plan sets, with the reservation.
+        plan = rules.plan_advance(
+            current,
+            checked,
+            now,
+            release=request.release,
+            expected_state=expected_state,
+            lease_until=None if request.renew is None else now + request.renew,
+        )
+        singleton = None
+        if checked.singleton is not None:
+            holder = f"{lease.worker_id}:{lease.service_id}"
+            until = max(plan.service.lease_until, now)
+            singleton = SingletonTake(checked.singleton, holder, until)
+        reserved: bool | None = None
+        held: bool | None = None
+        if checked.reserve_server is not None:
+            reserved, held = self._reserve_and_take(
+                tx, lease, checked.reserve_server, now, singleton
             )
-            reserved: bool | None = None
-            if checked.reserve_server is not None:
-                reserved = self._reserve(tx, lease, checked.reserve_server, now)
-                if not reserved:
-                    return Advanced(current, reserved=False)
-            plan = rules.plan_advance(
-                current,
-                checked,
-                now,
-                release=release,
-                expected_state=expected_state,
-                lease_until=None if renew is None else now + renew,
+            if not reserved:
+                return Advanced(current, reserved=False)
+        writes = [self._update_sql(plan.service)]
+        if plan.history:
+            writes.append(
+                (
+                    f"INSERT INTO {self._p}transitions (service_id, version, from_state, "
+                    "to_state, epoch, worker, at, detail_json) VALUES "
+                    + ", ".join("(?, ?, ?, ?, ?, ?, ?, ?)" for _ in plan.history),
+                    [
+                        value
+                        for version, from_state, to_state, detail_json in plan.history
+                        for value in (
+                            lease.service_id,
+                            version,
+                            from_state,
+                            to_state,
+                            lease.epoch,
+                            lease.worker_id,
+                            now,
+                            detail_json,
+                        )
+                    ],
+                )
             )
-            writes = [self._update_sql(plan.service)]
-            if plan.history:
-                writes.append(
-                    (
-                        f"INSERT INTO {self._p}transitions (service_id, version, from_state, "
-                        "to_state, epoch, worker, at, detail_json) VALUES "
-                        + ", ".join("(?, ?, ?, ?, ?, ?, ?, ?)" for _ in plan.history),
-                        [
-                            value
-                            for version, from_state, to_state, detail_json in plan.history
-                            for value in (
-                                lease.service_id,
-                                version,
-                                from_state,
-                                to_state,
-                                lease.epoch,
-                                lease.worker_id,
-                                now,
-                                detail_json,
-                            )
-                        ],
-                    )
+        if plan.outbox:
+            # One multi-row INSERT: the ids, hence the delivery order, follow the list
+            # even where the statements run as one (PostgreSQL's data-modifying CTEs
+            # have no order among themselves).
+            writes.append(
+                (
+                    f"INSERT INTO {self._p}outbox (service_id, version, kind, payload_json,"
+                    " attempts, available_at) VALUES "
+                    + ", ".join("(?, ?, ?, ?, 0, ?)" for _ in plan.outbox),
+                    [
+                        value
+                        for version, kind, payload_json in plan.outbox
+                        for value in (lease.service_id, version, kind, payload_json, now)
+                    ],
                 )
-            if plan.outbox:
-                # One multi-row INSERT: the ids, hence the delivery order, follow the list
-                # even where the statements run as one (PostgreSQL's data-modifying CTEs
-                # have no order among themselves).
-                writes.append(
-                    (
-                        f"INSERT INTO {self._p}outbox (service_id, version, kind, payload_json,"
-                        " attempts, available_at) VALUES "
-                        + ", ".join("(?, ?, ?, ?, 0, ?)" for _ in plan.outbox),
-                        [
-                            value
-                            for version, kind, payload_json in plan.outbox
-                            for value in (lease.service_id, version, kind, payload_json, now)
-                        ],
-                    )
-                )
-            self._write_all(tx, writes)
-            for task in plan.tasks:
-                self._open_task(tx, lease.service_id, task, now)
-            held: bool | None = None
-            if checked.singleton is not None:
-                holder = f"{lease.worker_id}:{lease.service_id}"
-                until = max(plan.service.lease_until, now)
-                held = self._take_singleton(tx, checked.singleton, holder, until, now)
-            return Advanced(plan.service, reserved=reserved, singleton=held)
+            )
+        self._write_all(tx, writes)
+        for task in plan.tasks:
+            self._open_task(tx, lease.service_id, task, now)
+        if singleton is not None and held is None:
+            held = self._take_singleton(tx, singleton.name, singleton.holder, singleton.until, now)
+        return Advanced(plan.service, reserved=reserved, singleton=held)
 
     # ------------------------------------------------------------------ reservations
     def _holder(self, tx: Tx, server_id: int) -> str | None:
@@ -414,6 +439,20 @@ class SqlStore(FencedWrites):
         with self._transaction(write=True) as tx:
             _, now = self._fenced(tx, lease)
             return self._reserve(tx, lease, server_id, now)
+
+    def _reserve_and_take(
+        self,
+        tx: Tx,
+        lease: Lease,
+        server_id: int,
+        now: float,
+        singleton: SingletonTake | None,
+    ) -> tuple[bool, bool | None]:
+        """Backend hook: reserve as :meth:`_reserve` does and, where the backend can do
+        it in the same step, take ``singleton`` once the reservation holds. Returns the
+        reservation and the singleton's answer (``None``: not taken, the caller takes it
+        after the other writes)."""
+        return self._reserve(tx, lease, server_id, now), None
 
     def _reserve(self, tx: Tx, lease: Lease, server_id: int, now: float) -> bool:
         holder = self._holder(tx, server_id)

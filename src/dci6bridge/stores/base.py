@@ -24,8 +24,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
+from dci6bridge.errors import LeaseLost, ServiceNotFound, StaleState
+
 __all__ = [
     "PATCHABLE",
+    "AdvanceRequest",
     "Advanced",
     "DepartmentTask",
     "Lease",
@@ -175,6 +178,23 @@ class Move:
 
 
 @attrs.frozen
+class AdvanceRequest:
+    """One lease's write in :meth:`StatusStore.advance_many`: the arguments of
+    :meth:`StatusStore.advance`, as a record."""
+
+    lease: Lease
+    expected_state: str
+    expected_version: int
+    moves: Sequence[Move] = ()
+    patch: Mapping[str, Any] | None = None
+    expected_desired_seq: int | None = None
+    reserve_server: int | None = None
+    singleton: str | None = None
+    renew: float | None = None
+    release: bool = False
+
+
+@attrs.frozen
 class Advanced:
     """What :meth:`StatusStore.advance` did.
 
@@ -188,6 +208,11 @@ class Advanced:
     service: StoredService
     reserved: bool | None = None
     singleton: bool | None = None
+
+
+#: What one request of :meth:`StatusStore.advance_many` came to: done, or the fencing
+#: error :meth:`StatusStore.advance` would have raised for it.
+AdvanceOutcome = Advanced | LeaseLost | StaleState | ServiceNotFound
 
 
 @attrs.frozen
@@ -360,6 +385,21 @@ class StatusStore(Protocol):
         of it. Workers use it to record the steps that made no remote change together
         with the next write they must make anyway (``reference/durability.md`` §2: local
         changes between two remote effects are grouped into one transaction)."""
+        ...
+
+    def advance_many(self, requests: Sequence[AdvanceRequest]) -> list[AdvanceOutcome]:
+        """Several leases' :meth:`advance` in **one** transaction (one commit), each
+        fenced and decided on its own, in order.
+
+        The answer has one entry per request: its :class:`Advanced`, or the
+        :class:`~dci6bridge.errors.LeaseLost`, :class:`~dci6bridge.errors.StaleState` or
+        :class:`~dci6bridge.errors.ServiceNotFound` that :meth:`advance` would have
+        raised, *returned* instead: a request refused by its fence writes nothing and does
+        not stop the others. Every request is validated before anything is written (a
+        :class:`~dci6bridge.errors.ConfigError` names ``requests[i]`` and its field, and
+        nothing is written); one service may appear only once. Workers use it to send the
+        last write of a finished lease together with the next write they must make
+        anyway (``reference/durability.md`` §2)."""
         ...
 
     # ------------------------------------------------------------------ reservations

@@ -16,7 +16,14 @@ from typing import Any
 
 import attrs
 
-from dci6bridge.errors import ServiceNotFound, SpecMismatch, StaleState, StoreError, TaskNotFound
+from dci6bridge.errors import (
+    LeaseLost,
+    ServiceNotFound,
+    SpecMismatch,
+    StaleState,
+    StoreError,
+    TaskNotFound,
+)
 
 from . import _rules as rules
 from ._codec import (
@@ -30,6 +37,7 @@ from ._codec import (
 from ._writes import FencedWrites
 from .base import (
     Advanced,
+    AdvanceOutcome,
     DepartmentTask,
     Lease,
     NewTask,
@@ -265,82 +273,85 @@ class MemoryStore(FencedWrites):
                 self._put(attrs.evolve(released, lease_owner=None, lease_until=0.0))
 
     # ------------------------------------------------------------------ fenced writes
-    def _advance(
-        self,
-        lease: Lease,
-        *,
-        checked: rules.CheckedAdvance,
-        expected_state: str | None = None,
-        expected_version: int,
-        expected_desired_seq: int | None = None,
-        renew: float | None = None,
-        release: bool = False,
-    ) -> Advanced:
+    def _advance_many(self, requests: Sequence[rules.CheckedRequest]) -> list[AdvanceOutcome]:
+        outcomes: list[AdvanceOutcome] = []
         with self._lock:
             self._check_open()
             now = self.now()
-            current = rules.fence(
-                self._row(lease.service_id),
-                lease,
-                now,
-                expected_state=expected_state,
-                expected_version=expected_version,
-                expected_desired_seq=expected_desired_seq,
-                unsafe=self._unsafe,
-            )
-            sid = lease.service_id
-            reserved: bool | None = None
-            if checked.reserve_server is not None:
-                reserved = self._reservable(sid, checked.reserve_server)
-                if not reserved:
-                    return Advanced(current, reserved=False)
-            plan = rules.plan_advance(
-                current,
-                checked,
-                now,
-                release=release,
-                expected_state=expected_state,
-                lease_until=None if renew is None else now + renew,
-            )
-            with self._write():
-                if checked.reserve_server is not None:
-                    self._claims[checked.reserve_server] = sid
-                stored = self._put(plan.service)
-                self._history.setdefault(sid, []).extend(
-                    {
-                        "service_id": sid,
-                        "version": version,
-                        "from_state": from_state,
-                        "to_state": to_state,
-                        "epoch": lease.epoch,
-                        "worker": lease.worker_id,
-                        "at": now,
-                        "detail_json": detail_json,
-                    }
-                    for version, from_state, to_state, detail_json in plan.history
-                )
-                for version, kind, payload_json in plan.outbox:
-                    msg_id = self._new_id("outbox")
-                    self._outbox[msg_id] = {
-                        "id": msg_id,
-                        "service_id": sid,
-                        "version": version,
-                        "kind": kind,
-                        "payload_json": payload_json,
-                        "attempts": 0,
-                        "available_at": now,
-                        "lease_owner": None,
-                        "lease_until": None,
-                        "delivered_at": None,
-                    }
-                for task in plan.tasks:
-                    self._open_task(sid, task, now)
-                held: bool | None = None
-                if checked.singleton is not None:
-                    holder = f"{lease.worker_id}:{sid}"
-                    until = max(plan.service.lease_until, now)
-                    held = self._take_singleton(checked.singleton, holder, until, now)
-            return Advanced(stored, reserved=reserved, singleton=held)
+            for request in requests:
+                try:
+                    outcomes.append(self._advance_in(request, now))
+                except (LeaseLost, StaleState, ServiceNotFound) as exc:
+                    # decided before this request wrote anything: the others go on
+                    outcomes.append(exc)
+            # a write only if some request wrote (a refused reservation writes nothing)
+            if any(isinstance(o, Advanced) and o.reserved is not False for o in outcomes):
+                self._writes += 1
+        return outcomes
+
+    def _advance_in(self, request: rules.CheckedRequest, now: float) -> Advanced:
+        lease, checked = request.lease, request.checked
+        current = rules.fence(
+            self._row(lease.service_id),
+            lease,
+            now,
+            expected_state=request.expected_state,
+            expected_version=request.expected_version,
+            expected_desired_seq=request.expected_desired_seq,
+            unsafe=self._unsafe,
+        )
+        sid = lease.service_id
+        reserved: bool | None = None
+        if checked.reserve_server is not None:
+            reserved = self._reservable(sid, checked.reserve_server)
+            if not reserved:
+                return Advanced(current, reserved=False)
+        plan = rules.plan_advance(
+            current,
+            checked,
+            now,
+            release=request.release,
+            expected_state=request.expected_state,
+            lease_until=None if request.renew is None else now + request.renew,
+        )
+        if checked.reserve_server is not None:
+            self._claims[checked.reserve_server] = sid
+        stored = self._put(plan.service)
+        self._history.setdefault(sid, []).extend(
+            {
+                "service_id": sid,
+                "version": version,
+                "from_state": from_state,
+                "to_state": to_state,
+                "epoch": lease.epoch,
+                "worker": lease.worker_id,
+                "at": now,
+                "detail_json": detail_json,
+            }
+            for version, from_state, to_state, detail_json in plan.history
+        )
+        for version, kind, payload_json in plan.outbox:
+            msg_id = self._new_id("outbox")
+            self._outbox[msg_id] = {
+                "id": msg_id,
+                "service_id": sid,
+                "version": version,
+                "kind": kind,
+                "payload_json": payload_json,
+                "attempts": 0,
+                "available_at": now,
+                "lease_owner": None,
+                "lease_until": None,
+                "delivered_at": None,
+            }
+        for task in plan.tasks:
+            self._open_task(sid, task, now)
+        held: bool | None = None
+        if checked.singleton is not None:
+            holder = f"{lease.worker_id}:{sid}"
+            until = max(plan.service.lease_until, now)
+            held = self._take_singleton(checked.singleton, holder, until, now)
+        return Advanced(stored, reserved=reserved, singleton=held)
 
     # ------------------------------------------------------------------ reservations
     def reserve_server(self, lease: Lease, server_id: int) -> bool:

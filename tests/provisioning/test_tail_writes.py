@@ -1,0 +1,174 @@
+"""A lease's last write waits for the worker's next write (another service's) and shares
+its transaction; what is refused then is handled as a refused write of that lease."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+
+from dci6bridge.domain import Catalog, Order
+from dci6bridge.provisioning import Provisioner, ServiceState
+from dci6bridge.provisioning._failpoints import Failpoints
+from dci6bridge.stores.base import AdvanceRequest, StatusStore
+from dci6bridge.testing import FakeDCImanager
+
+
+class Recording:
+    """A store that records every ``advance_many`` batch (service id, release, moves) and
+    may run ``before(requests)`` ahead of a batch."""
+
+    def __init__(
+        self, inner: StatusStore, before: Callable[[Sequence[AdvanceRequest]], None] | None = None
+    ) -> None:
+        self._inner = inner
+        self._before = before
+        self.batches: list[list[tuple[str, bool, list[str]]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def advance_many(self, requests: Sequence[AdvanceRequest]) -> Any:
+        if self._before is not None:
+            self._before(requests)
+        self.batches.append(
+            [(r.lease.service_id, r.release, [m.to for m in r.moves]) for r in requests]
+        )
+        return self._inner.advance_many(requests)
+
+
+def worker(catalog: Catalog, fake: FakeDCImanager, store: Any, **kw: Any) -> Provisioner:
+    return Provisioner(
+        catalog,
+        store,
+        transport=fake.transport,
+        clock=fake.clock.now,
+        sleep=fake.clock.advance,
+        poll_interval=0.0,  # the install is polled again under the same lease
+        worker_id="w",
+        failpoints=Failpoints(),
+        **kw,
+    )
+
+
+@pytest.fixture
+def catalog(catalog_for: Callable[..., Catalog]) -> Catalog:
+    # no extra IPv4: an order's remote effects are the owner and the install
+    return catalog_for(ipv4_count=0)
+
+
+@pytest.fixture
+def fake() -> FakeDCImanager:
+    # instant installs: a service goes from pending to active under one lease
+    return FakeDCImanager.with_inventory(locations=2, servers_per_location=6, install_duration=0)
+
+
+def open_orders(prov: Provisioner, new_order: Callable[..., Order], n: int) -> None:
+    for i in range(n):
+        prov.open(new_order(f"S{i}", email=f"c{i}@example.com"))
+
+
+def test_the_last_write_of_a_lease_goes_with_the_next_services_write(
+    make_prov: Callable[..., Provisioner],
+    catalog: Catalog,
+    store: StatusStore,
+    fake: FakeDCImanager,
+    new_order: Callable[..., Order],
+) -> None:
+    open_orders(make_prov(), new_order, 3)
+    recording = Recording(store)
+    prov = worker(catalog, fake, recording)
+    writes = store.write_count
+    assert prov.tick(max_services=8) == 3
+    rows = {r.service_id: r for r in store.services()}
+    assert {r.state for r in rows.values()} == {ServiceState.ACTIVE.value}
+    # nothing stays leased once the tick returns: the last one went out at its end
+    assert {r.lease_owner for r in rows.values()} == {None}
+    # S0's move to active and release travels with S1's first write, S1's with S2's
+    together = [
+        [(sid, release) for sid, release, _ in batch] for batch in recording.batches
+    ]
+    assert [("S0", True), ("S1", False)] in together
+    assert [("S1", True), ("S2", False)] in together
+    assert together[-1] == [("S2", True)]
+    assert all("active" in moves for b in recording.batches for _, rel, moves in b if rel)
+    # two writes per order (reservation, install intent), plus the last one of the tick
+    assert store.write_count - writes == 2 * 3 + 1 + 1  # + the acquire
+    for sid in rows:
+        assert [t.to_state for t in store.history(sid)][-1] == "active"
+
+
+def test_a_last_write_whose_lease_was_lost_meanwhile_is_dropped_alone(
+    make_prov: Callable[..., Provisioner],
+    catalog: Catalog,
+    store: StatusStore,
+    fake: FakeDCImanager,
+    new_order: Callable[..., Order],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    open_orders(make_prov(), new_order, 2)
+    rival = make_prov(worker_id="rival")
+    stolen: list[str] = []
+
+    def steal_s0(requests: Sequence[AdvanceRequest]) -> None:
+        # another worker takes S0 over (a new epoch) before S0's last write goes out
+        for r in requests:
+            if not stolen and r.lease.service_id == "S0" and r.release:
+                store.release(r.lease)  # as if its lease had run out
+                assert [lease.service_id for lease in store.acquire("rival", 60, 8)] == ["S0"]
+                stolen.append("S0")
+
+    prov = worker(catalog, fake, Recording(store, steal_s0))
+    caplog.set_level("WARNING", logger="dci6bridge.provisioning")
+    prov.tick(max_services=8)
+    assert stolen == ["S0"]
+    s0, s1 = store.get("S0"), store.get("S1")
+    assert s0 is not None
+    assert s1 is not None
+    # S0 keeps the state its last durable write gave it; the rival holds it now
+    assert (s0.state, s0.lease_owner) == (ServiceState.INSTALLING_OS.value, "rival")
+    assert "S0: lease lost" in caplog.text.replace("service ", "")
+    # S1's writes in the same transactions were not affected; the rival finishes S0 by
+    # reading the install back (one install, not two)
+    assert s1.state == ServiceState.ACTIVE.value
+    fake.clock.advance(61)
+    worker(catalog, fake, store).run_until_idle(advance=fake.clock.advance)
+    s0 = store.get("S0")
+    assert s0 is not None
+    assert s0.state == ServiceState.ACTIVE.value
+    assert fake.state.install_count(s0.server_id) == 1
+
+
+def test_a_failed_tick_leaves_the_queued_write_to_the_next_lease(
+    make_prov: Callable[..., Provisioner],
+    catalog: Catalog,
+    store: StatusStore,
+    fake: FakeDCImanager,
+    new_order: Callable[..., Order],
+) -> None:
+    """A store error in the next write loses the queued one with it, as a crash would:
+    the lease runs out and the next worker reads back and finishes the service."""
+    open_orders(make_prov(), new_order, 2)
+    broken: list[bool] = []
+
+    def fail_once(requests: Sequence[AdvanceRequest]) -> None:
+        if not broken and len(requests) == 2:
+            broken.append(True)
+            from dci6bridge.errors import StoreError
+
+            raise StoreError("disk full")
+
+    prov = worker(catalog, fake, Recording(store, fail_once))
+    with pytest.raises(Exception, match="disk full"):
+        prov.tick(max_services=8)
+    s0 = store.get("S0")
+    assert s0 is not None
+    assert s0.state == ServiceState.INSTALLING_OS.value  # its last write was lost
+    fake.clock.advance(61)
+    worker(catalog, fake, store).run_until_idle(advance=fake.clock.advance)
+    for sid in ("S0", "S1"):
+        row = store.get(sid)
+        assert row is not None
+        assert row.state == ServiceState.ACTIVE.value
+        assert fake.state.install_count(row.server_id) == 1
