@@ -86,9 +86,7 @@ def test_the_last_write_of_a_lease_goes_with_the_next_services_write(
     # nothing stays leased once the tick returns: the last one went out at its end
     assert {r.lease_owner for r in rows.values()} == {None}
     # S0's move to active and release travels with S1's first write, S1's with S2's
-    together = [
-        [(sid, release) for sid, release, _ in batch] for batch in recording.batches
-    ]
+    together = [[(sid, release) for sid, release, _ in batch] for batch in recording.batches]
     assert [("S0", True), ("S1", False)] in together
     assert [("S1", True), ("S2", False)] in together
     assert together[-1] == [("S2", True)]
@@ -172,3 +170,25 @@ def test_a_failed_tick_leaves_the_queued_write_to_the_next_lease(
         assert row is not None
         assert row.state == ServiceState.ACTIVE.value
         assert fake.state.install_count(row.server_id) == 1
+
+
+def test_a_tick_takes_the_store_clock_from_the_acquire(
+    make_prov: Callable[..., Provisioner],
+    catalog: Catalog,
+    store: StatusStore,
+    fake: FakeDCImanager,
+    new_order: Callable[..., Order],
+) -> None:
+    """On PostgreSQL every read of the database clock is a round trip: a worker reads it
+    with the acquire, not once per service."""
+    open_orders(make_prov(), new_order, 3)
+    reads: list[float] = []
+
+    class CountingClock(Recording):
+        def now(self) -> float:
+            reads.append(store.now())
+            return reads[-1]
+
+    prov = worker(catalog, fake, CountingClock(store))
+    assert prov.tick(max_services=8) == 3
+    assert reads == []
