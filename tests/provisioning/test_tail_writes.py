@@ -106,7 +106,6 @@ def test_a_last_write_whose_lease_was_lost_meanwhile_is_dropped_alone(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     open_orders(make_prov(), new_order, 2)
-    rival = make_prov(worker_id="rival")
     stolen: list[str] = []
 
     def steal_s0(requests: Sequence[AdvanceRequest]) -> None:
