@@ -35,14 +35,15 @@ from typing import Any
 import attrs
 
 from dci6bridge._validate import show
-from dci6bridge.errors import ConfigError, StoreError
+from dci6bridge.errors import ConfigError, StaleState, StoreError
 
+from . import _rules as rules
 from ._codec import service_from_row
 from ._connections import PerThread
 from ._schema import migrate
-from ._sql import Claim, SqlStore, Tx
+from ._sql import Claim, SingletonTake, SqlStore, Tx
 from ._url import redact_url
-from .base import StoredService
+from .base import Lease, StoredService
 
 __all__ = ["PostgresStore"]
 
@@ -143,6 +144,7 @@ class _Session:
         self._made = 0
         self._doomed: list[bytes] = []  # evicted names, deallocated after the next batch
         self.unsynced = False  # a transaction's batch went out without a Sync
+        self.round_trips = 0  # batches sent and answered: what a statement's latency costs
 
     def bind(self, sql: _Sql, params: Sequence[Any]) -> _Bound:
         """``sql`` with ``params`` dumped."""
@@ -189,6 +191,7 @@ class _Session:
         else:
             pq.send_flush_request()
         self.unsynced = not sync
+        self.round_trips += 1
         groups = self.conn.wait(self._exchange(len(expect)))
         return self._results(expect, groups)
 
@@ -413,6 +416,30 @@ class PostgresStore(SqlStore):
             "true": "true",
             "serial": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
         }
+        p = self._p
+        # ``_reserve_and_take``'s statement; the outer query's parameters (server,
+        # service) come last in both.
+        held = (
+            "held AS MATERIALIZED (SELECT server_id, service_id FROM "
+            f"{p}server_claims WHERE server_id = ? OR service_id = ?), "
+            f"ins AS (INSERT INTO {p}server_claims (server_id, service_id, claimed_at) "
+            "SELECT ?, ?, ? WHERE NOT EXISTS (SELECT FROM held) "
+            "ON CONFLICT DO NOTHING RETURNING server_id)"
+        )
+        answer = (
+            "SELECT EXISTS (SELECT FROM ins) AS inserted, "
+            "(SELECT service_id FROM held WHERE server_id = ?) AS holder, "
+            "(SELECT server_id FROM held WHERE service_id = ?) AS mine"
+        )
+        self._reserve_sql = f"WITH {held} {answer}"
+        self._reserve_taking_sql = (
+            f"WITH {held}, one AS (INSERT INTO {p}singletons AS s (name, holder, held_until) "
+            "SELECT ?, ?, ? WHERE EXISTS (SELECT FROM ins) "
+            "OR EXISTS (SELECT FROM held WHERE server_id = ? AND service_id = ?) "
+            "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
+            "held_until = excluded.held_until WHERE s.held_until <= ? OR s.holder = ? "
+            f"RETURNING name) {answer}, EXISTS (SELECT FROM one) AS took"
+        )
         with self._transaction(write=True, count=False) as tx:
             # Workers starting together would race on CREATE SCHEMA/TABLE otherwise.
             tx.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (f"dci6bridge:{schema}",))
@@ -503,6 +530,46 @@ class PostgresStore(SqlStore):
             return None, tx.now()
         row = dict(rows[0])
         return service_from_row(row), tx.set_now(float(row.pop(_LOCKED_AT)))
+
+    def _reserve(self, tx: Tx, lease: Lease, server_id: int, now: float) -> bool:
+        return self._reserve_and_take(tx, lease, server_id, now, None)[0]
+
+    def _reserve_and_take(
+        self,
+        tx: Tx,
+        lease: Lease,
+        server_id: int,
+        now: float,
+        singleton: SingletonTake | None,
+    ) -> tuple[bool, bool | None]:
+        # One statement, one round trip, where the shared path needs three or four (who
+        # holds the server, what the service holds, the insert, maybe who won a race)
+        # and one more for the singleton. The claim is inserted only when nobody holds
+        # the server and the service holds nothing; the singleton only once the claim is
+        # the service's, so a refused reservation writes nothing. The outer query reads
+        # the claims as they were before the insert (one snapshot for the statement).
+        if not isinstance(tx, _Tx):
+            return super()._reserve_and_take(tx, lease, server_id, now, singleton)
+        sid = lease.service_id
+        sql, params = self._reserve_sql, [server_id, sid, server_id, sid, now]
+        if singleton is not None:
+            sql = self._reserve_taking_sql
+            params += [singleton.name, singleton.holder, singleton.until, server_id, sid]
+            params += [now, singleton.holder]
+        row = tx.execute(sql, [*params, server_id, sid])[0]
+        took = row.get("took")
+        tx.changed = tx.changed or bool(row["inserted"] or took)
+        if row["inserted"]:
+            return True, took
+        if row["holder"] is not None:
+            mine = row["holder"] == sid
+            return mine, took if mine else None
+        if row["mine"] is not None:
+            raise StaleState(rules.holds_other_server(sid, int(row["mine"]), server_id))
+        # Free in the snapshot, yet the insert did nothing: a concurrent reservation of
+        # this server committed first (it waited for that one). The holder decides, as
+        # in the shared path; the singleton, if any, is taken by the caller.
+        return self._holder(tx, server_id) == sid, None
 
     def _write_all(self, tx: Tx, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
         # Data-modifying CTEs all run, in full, whether or not the outer statement reads
