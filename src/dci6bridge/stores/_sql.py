@@ -127,6 +127,23 @@ class SqlStore(FencedWrites):
         current = self._service(tx, service_id, lock=True)
         return current, tx.now()
 
+    def _locked_many(
+        self, tx: Tx, service_ids: Sequence[str]
+    ) -> tuple[dict[str, StoredService], float]:
+        """The rows of ``service_ids`` (those that exist), locked by one statement in id
+        order (two writers locking overlapping sets cannot deadlock), and the
+        transaction's clock read after the locks."""
+        if len(service_ids) == 1:
+            current, now = self._locked(tx, service_ids[0])
+            return ({} if current is None else {current.service_id: current}), now
+        marks = ", ".join("?" for _ in service_ids)
+        rows = tx.execute(
+            f"SELECT * FROM {self._p}services WHERE service_id IN ({marks}) "
+            f"ORDER BY service_id{self._lock_row}",
+            list(service_ids),
+        )
+        return {r["service_id"]: service_from_row(r) for r in rows}, tx.now()
+
     def _write_all(self, tx: Tx, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
         """Run DML statements whose results nobody reads, in order."""
         for sql, params in statements:
@@ -340,22 +357,29 @@ class SqlStore(FencedWrites):
     def _advance_many(self, requests: Sequence[rules.CheckedRequest]) -> list[AdvanceOutcome]:
         outcomes: list[AdvanceOutcome] = []
         with self._transaction(write=True) as tx:
+            rows, now = self._locked_many(tx, [r.lease.service_id for r in requests])
             for request in requests:
                 try:
-                    outcomes.append(self._advance_in(tx, request))
+                    outcomes.append(
+                        self._advance_in(tx, request, rows.get(request.lease.service_id), now)
+                    )
                 except (LeaseLost, StaleState, ServiceNotFound) as exc:
                     # decided before this request wrote anything: the others go on
                     outcomes.append(exc)
         return outcomes
 
-    def _advance_in(self, tx: Tx, request: rules.CheckedRequest) -> Advanced:
+    def _advance_in(
+        self, tx: Tx, request: rules.CheckedRequest, row: StoredService | None, now: float
+    ) -> Advanced:
         lease, checked, expected_state = request.lease, request.checked, request.expected_state
-        current, now = self._fenced(
-            tx,
+        current = rules.fence(
+            row,
             lease,
+            now,
             expected_state=expected_state,
             expected_version=request.expected_version,
             expected_desired_seq=request.expected_desired_seq,
+            unsafe=self._unsafe,
         )
         # Planned before the reservation (planning writes nothing) so that a backend can
         # take the singleton, whose expiry the plan sets, with the reservation.
