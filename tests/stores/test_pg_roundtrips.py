@@ -155,6 +155,53 @@ def test_the_reservation_path_costs_the_same_on_a_fake_clock(
     assert spent == RESERVING_ADVANCE_TRIPS
 
 
+def test_two_leases_in_one_advance_many_lock_and_read_the_clock_in_one_round_trip(
+    pg: PostgresStore,
+) -> None:
+    create(pg, "A")
+    create(pg, "B")
+    leases = {x.service_id: x for x in pg.acquire("w", 60, limit=2)}
+    spent, done = trips(
+        pg,
+        lambda: pg.advance_many(
+            [
+                AdvanceRequest(leases["A"], "pending", 0, moves=[Move("active")], release=True),
+                reserve(leases["B"], 7, singleton="user:b"),
+            ]
+        ),
+    )
+    assert [(d.service.state, d.reserved) for d in done] == [
+        ("active", None),
+        ("claiming_server", True),
+    ]
+    assert spent == RESERVING_ADVANCE_TRIPS
+    assert done[0].service.updated_at == done[1].service.updated_at
+
+
+def test_the_clock_of_several_locks_is_read_once_all_are_held(
+    pg: PostgresStore, raw: psycopg.Connection[Any], pg_url: str
+) -> None:
+    create(pg, "A")
+    create(pg, "B")
+    leases = {x.service_id: x for x in pg.acquire("w", 60, limit=2)}
+    raw.execute("BEGIN")
+    raw.execute("SELECT 1 FROM services WHERE service_id = 'B' FOR UPDATE")
+    both = Call(
+        pg,
+        lambda s: s.advance_many(
+            [AdvanceRequest(leases[sid], "pending", 0, moves=[Move("x")]) for sid in "AB"]
+        ),
+    )
+    both.start()
+    wait_for_lock(pg_url, both.pid())  # A is locked, B is awaited
+    time.sleep(0.05)
+    [(released,)] = raw.execute("SELECT extract(epoch FROM clock_timestamp())::float8")
+    raw.execute("COMMIT")
+    done = both.result()
+    assert {d.service.updated_at for d in done} == {done[0].service.updated_at}
+    assert done[0].service.updated_at >= released, "the clock was read before B was ours"
+
+
 def test_reserve_server_takes_three_round_trips_and_counts_one_write(pg: PostgresStore) -> None:
     create(pg, "A")
     lease = lease_of(pg, "A")

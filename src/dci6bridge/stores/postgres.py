@@ -16,7 +16,8 @@ Follows ``reference/durability.md`` §8:
 * few round trips: the connection runs in libpq pipeline mode, so ``BEGIN`` travels with
   a transaction's first statement and writes whose result nobody reads wait to travel with
   the next statement or with ``COMMIT``; a fenced write is two round trips (lock + clock,
-  then write + commit). Values are bound server side as psycopg binds them, and each
+  then write + commit), a reservation one more (one statement decides, claims and takes
+  the advance's singleton). Values are bound server side as psycopg binds them, and each
   statement is prepared once per connection.
 
 psycopg is imported only when a ``PostgresStore`` is created: install the ``postgres``
@@ -516,20 +517,41 @@ class PostgresStore(SqlStore):
         return text.replace(self._password, "***") if self._password else text
 
     def _locked(self, tx: Tx, service_id: str) -> tuple[StoredService | None, float]:
-        # One statement instead of two. The clock is read in the outer query, so only
-        # once the materialized CTE has the row lock: a wait for a lock never makes
-        # ``now`` earlier than the moment the row is ours.
-        if self._clock is not None or not isinstance(tx, _Tx) or tx.has_now:
+        if not isinstance(tx, _Tx) or not self._clock_with_locks(tx):
             return super()._locked(tx, service_id)
+        rows, now = self._lock_reading_clock(tx, "service_id = ?", [service_id])
+        return (rows[0] if rows else None), now
+
+    def _locked_many(
+        self, tx: Tx, service_ids: Sequence[str]
+    ) -> tuple[dict[str, StoredService], float]:
+        if len(service_ids) == 1 or not isinstance(tx, _Tx) or not self._clock_with_locks(tx):
+            return super()._locked_many(tx, service_ids)
+        marks = ", ".join("?" for _ in service_ids)
+        rows, now = self._lock_reading_clock(tx, f"service_id IN ({marks})", service_ids)
+        return {row.service_id: row for row in rows}, now
+
+    def _clock_with_locks(self, tx: _Tx) -> bool:
+        """Whether the lock statement should read the transaction's clock too."""
+        return self._clock is None and not tx.has_now
+
+    def _lock_reading_clock(
+        self, tx: _Tx, where: str, params: Sequence[Any]
+    ) -> tuple[list[StoredService], float]:
+        # One statement instead of two. The clock is read in the outer query, row by row
+        # as the materialized CTE hands them over locked (in id order: writers locking
+        # overlapping sets cannot deadlock); the last reading, taken once every row is
+        # ours, is the transaction's clock, so a wait for a lock never makes ``now``
+        # earlier than the moment the rows are ours.
         rows = tx.execute(
-            f"WITH s AS MATERIALIZED (SELECT * FROM {self._p}services WHERE service_id = ? "
-            f"FOR UPDATE) SELECT s.*, {_NOW_EXPR} AS {_LOCKED_AT} FROM s",
-            (service_id,),
+            f"WITH s AS MATERIALIZED (SELECT * FROM {self._p}services WHERE {where} "
+            f"ORDER BY service_id FOR UPDATE) SELECT s.*, {_NOW_EXPR} AS {_LOCKED_AT} FROM s",
+            params,
         )
         if not rows:
-            return None, tx.now()
-        row = dict(rows[0])
-        return service_from_row(row), tx.set_now(float(row.pop(_LOCKED_AT)))
+            return [], tx.now()
+        stamps = [float(row.pop(_LOCKED_AT)) for row in rows]
+        return [service_from_row(row) for row in rows], tx.set_now(max(stamps))
 
     def _reserve(self, tx: Tx, lease: Lease, server_id: int, now: float) -> bool:
         return self._reserve_and_take(tx, lease, server_id, now, None)[0]
