@@ -64,6 +64,13 @@ def trips(store: PostgresStore, call: Callable[[], Any]) -> tuple[int, Any]:
     return session.round_trips - before, answer
 
 
+def leased(store: PostgresStore, *sids: str) -> dict[str, Lease]:
+    """Create the services and lease them all to worker ``w``."""
+    for sid in sids:
+        create(store, sid)
+    return {x.service_id: x for x in store.acquire("w", 60, limit=len(sids))}
+
+
 def reserve(lease: Lease, server_id: int, **kw: Any) -> AdvanceRequest:
     kw.setdefault("moves", [Move("claiming_server", patch={"server_id": server_id})])
     return AdvanceRequest(
@@ -158,9 +165,7 @@ def test_the_reservation_path_costs_the_same_on_a_fake_clock(
 def test_two_leases_in_one_advance_many_lock_and_read_the_clock_in_one_round_trip(
     pg: PostgresStore,
 ) -> None:
-    create(pg, "A")
-    create(pg, "B")
-    leases = {x.service_id: x for x in pg.acquire("w", 60, limit=2)}
+    leases = leased(pg, "A", "B")
     spent, done = trips(
         pg,
         lambda: pg.advance_many(
@@ -181,9 +186,7 @@ def test_two_leases_in_one_advance_many_lock_and_read_the_clock_in_one_round_tri
 def test_the_clock_of_several_locks_is_read_once_all_are_held(
     pg: PostgresStore, raw: psycopg.Connection[Any], pg_url: str
 ) -> None:
-    create(pg, "A")
-    create(pg, "B")
-    leases = {x.service_id: x for x in pg.acquire("w", 60, limit=2)}
+    leases = leased(pg, "A", "B")
     raw.execute("BEGIN")
     raw.execute("SELECT 1 FROM services WHERE service_id = 'B' FOR UPDATE")
     both = Call(
@@ -215,9 +218,7 @@ def test_reserve_server_takes_three_round_trips_and_counts_one_write(pg: Postgre
 def test_a_refused_reservation_costs_no_more_and_writes_nothing(
     pg: PostgresStore, raw: psycopg.Connection[Any]
 ) -> None:
-    create(pg, "A")
-    create(pg, "B")
-    leases = {x.service_id: x for x in pg.acquire("w", 60, limit=2)}
+    leases = leased(pg, "A", "B")
     assert pg.reserve_server(leases["A"], 7)
     before, writes = snapshot(pg, "B"), pg.write_count
     spent, done = trips(pg, lambda: advance(pg, reserve(leases["B"], 7, singleton="user:b")))
@@ -248,9 +249,7 @@ def test_re_reserving_its_own_server_is_true_and_keeps_the_claim(
 def test_a_service_holding_another_server_is_stale_and_its_request_writes_nothing(
     pg: PostgresStore, raw: psycopg.Connection[Any]
 ) -> None:
-    create(pg, "A")
-    create(pg, "B")
-    leases = {x.service_id: x for x in pg.acquire("w", 60, limit=2)}
+    leases = leased(pg, "A", "B")
     assert pg.reserve_server(leases["A"], 7)
     before, claims = snapshot(pg, "A"), pg.server_claims()
     stale, fine = pg.advance_many(
@@ -273,9 +272,7 @@ def test_a_service_holding_another_server_is_stale_and_its_request_writes_nothin
 def test_held_by_another_wins_over_holding_another(pg: PostgresStore) -> None:
     # The shared path asks "who holds the server" first: a server held elsewhere is a
     # plain refusal even for a service that holds a server of its own.
-    create(pg, "A")
-    create(pg, "B")
-    leases = {x.service_id: x for x in pg.acquire("w", 60, limit=2)}
+    leases = leased(pg, "A", "B")
     assert pg.reserve_server(leases["A"], 7)
     assert pg.reserve_server(leases["B"], 8)
     assert pg.reserve_server(leases["B"], 7) is False
@@ -306,9 +303,7 @@ def _race(
     committed (its singleton upsert waits for a row ``raw`` holds); then B, on another
     connection, reserves server 7 too and waits for A's claim. Returns the two calls,
     both waiting, and A's connection's pid; ``raw`` is in a transaction to end."""
-    create(pg, "A")
-    create(pg, "B")
-    leases = {x.service_id: x for x in pg.acquire("w", 60, limit=2)}
+    leases = leased(pg, "A", "B")
     raw.execute("INSERT INTO singletons (name, holder, held_until) VALUES ('user:a', 'x', 0)")
     raw.execute("BEGIN")
     raw.execute("SELECT * FROM singletons WHERE name = 'user:a' FOR UPDATE")

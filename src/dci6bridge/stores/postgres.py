@@ -584,8 +584,8 @@ class PostgresStore(SqlStore):
         if row["inserted"]:
             return True, took
         if row["holder"] is not None:
-            mine = row["holder"] == sid
-            return mine, took if mine else None
+            ours = row["holder"] == sid
+            return ours, took if ours else None
         if row["mine"] is not None:
             raise StaleState(rules.holds_other_server(sid, int(row["mine"]), server_id))
         # Free in the snapshot, yet the insert did nothing: a concurrent reservation of
