@@ -21,7 +21,7 @@ from .conftest import INSTALL_S
 
 
 class RequestBeforeWrite:
-    """A store whose first ``advance`` matching ``when`` is preceded by ``request()``."""
+    """A store whose first write matching ``when`` is preceded by ``request()``."""
 
     def __init__(
         self, inner: StatusStore, when: Callable[[AdvanceRequest], bool], request: Callable[[], Any]
@@ -34,19 +34,12 @@ class RequestBeforeWrite:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def advance(self, lease: Any, **kw: Any) -> Any:
-        self._maybe_fire([AdvanceRequest(lease, **kw)])
-        return self._inner.advance(lease, **kw)
-
     def advance_many(self, requests: Sequence[AdvanceRequest]) -> Any:
-        # a worker's lease-ending write may travel with another service's write
-        self._maybe_fire(requests)
-        return self._inner.advance_many(requests)
-
-    def _maybe_fire(self, requests: Sequence[AdvanceRequest]) -> None:
+        # every worker write goes here (a lease-ending one may travel with another's)
         if not self.fired and any(self._when(r) for r in requests):
             self.fired = True
             self._request()
+        return self._inner.advance_many(requests)
 
 
 def racing_worker(catalog: Catalog, fake: FakeDCImanager, store: Any) -> Provisioner:

@@ -26,9 +26,6 @@ class TailWrites:
         self._store = store
         self._queued: list[tuple[AdvanceRequest, Callable[[AdvanceOutcome], None]]] = []
 
-    def __len__(self) -> int:
-        return len(self._queued)
-
     def queue(self, request: AdvanceRequest, done: Callable[[AdvanceOutcome], None]) -> None:
         """Hold ``request`` until the next :meth:`write` or :meth:`drain`; ``done`` gets
         its outcome then (the :class:`Advanced`, or the fencing error it met)."""

@@ -373,21 +373,8 @@ class StepContext:
         transaction (together with the lease-ending writes of other services waiting in
         :attr:`tails`). A refused reservation writes nothing and keeps the queue."""
         request = self._request(patch=patch, reserve=reserve, singleton=singleton, release=release)
-        if self.tails is not None:
-            done = self.tails.write(request)
-        else:
-            done = self.store.advance(
-                request.lease,
-                expected_state=request.expected_state,
-                expected_version=request.expected_version,
-                moves=request.moves,
-                patch=request.patch,
-                expected_desired_seq=request.expected_desired_seq,
-                reserve_server=request.reserve_server,
-                singleton=request.singleton,
-                renew=request.renew,
-                release=request.release,
-            )
+        tails = self.tails if self.tails is not None else TailWrites(self.store)
+        done = tails.write(request)
         if done.reserved is False:
             return done
         written, self.pending = self.pending, []
@@ -421,7 +408,6 @@ class StepContext:
 
         def done(outcome: AdvanceOutcome) -> None:
             if not isinstance(outcome, Advanced):
-                self.row = self.durable
                 refused(outcome)
                 return
             self._written(outcome, moves, what=what, patch=patch, singleton=None)

@@ -611,18 +611,12 @@ def recording_worker(argv: Sequence[str]) -> int:
 
         def open_unfenced(url: str, **options: Any) -> StatusStore:
             store = opener(url, **options)
-            advance, advance_many = store.advance, store.advance_many
+            advance_many = store.advance_many
 
-            def advance_ignoring_requests(lease: Any, **kw: Any) -> Any:
-                kw["expected_desired_seq"] = None
-                return advance(lease, **kw)
-
+            # every worker write goes through advance_many
             def advance_many_ignoring_requests(requests: Any) -> Any:
-                return advance_many(
-                    [attrs.evolve(r, expected_desired_seq=None) for r in requests]
-                )
+                return advance_many([attrs.evolve(r, expected_desired_seq=None) for r in requests])
 
-            setattr(store, "advance", advance_ignoring_requests)  # noqa: B010
             setattr(store, "advance_many", advance_many_ignoring_requests)  # noqa: B010
             return store
 
