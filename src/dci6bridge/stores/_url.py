@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -26,6 +27,9 @@ _FALSE = frozenset({"0", "false", "no", "off"})
 # libpq's (sslmode, connect_timeout, ...) and are passed through untouched.
 _FLAG_OPTIONS = frozenset({"unsafe_disable_fencing"})
 _TEXT_OPTIONS = {"sqlite": frozenset({"synchronous"}), "postgresql": frozenset({"schema"})}
+# Durations in seconds, each with the constructor keyword it sets (libpq's own
+# connect_timeout keeps its name, so ours reads like it in a URL).
+_SECONDS_OPTIONS = {"postgresql": {"io_timeout": "io_timeout_s"}}
 
 
 def redact_url(url: str) -> str:
@@ -45,6 +49,19 @@ def _flag(url: str, key: str, value: str) -> bool:
     raise ConfigError(f"{redact_url(url)}: query option {key}={show(value)} is not a boolean")
 
 
+def _seconds(url: str, key: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigError(
+            f"{redact_url(url)}: query option {key}={show(value)} is not a positive "
+            "number of seconds"
+        )
+    return seconds
+
+
 def _split_options(url: str, query: str, kind: str) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """Our options from the query string, and the pairs left for the database driver."""
     ours: dict[str, Any] = {}
@@ -54,6 +71,8 @@ def _split_options(url: str, query: str, kind: str) -> tuple[dict[str, Any], lis
             ours[key] = _flag(url, key, value)
         elif key in _TEXT_OPTIONS.get(kind, ()):
             ours[key] = value
+        elif key in _SECONDS_OPTIONS.get(kind, {}):
+            ours[_SECONDS_OPTIONS[kind][key]] = _seconds(url, key, value)
         elif kind == "postgresql":
             rest.append((key, value))
         else:
@@ -75,7 +94,8 @@ def open_store(url: str, **options: Any) -> StatusStore:
 
     Keyword ``options`` go to the store's constructor (e.g. ``clock=``,
     ``synchronous="FULL"``, ``schema="billing_a"``). The URL query may carry
-    ``synchronous`` (SQLite), ``schema`` (PostgreSQL) and the **test-only**
+    ``synchronous`` (SQLite), ``schema`` and ``io_timeout`` (PostgreSQL; seconds, sets
+    ``io_timeout_s``) and the **test-only**
     ``unsafe_disable_fencing=1``, which worker subprocesses inherit with the URL: it makes
     every fenced write skip its lease and version check, so the orchestrator's negative
     control can show that the chaos suite catches a store without fencing. Never set it

@@ -18,7 +18,13 @@ Follows ``reference/durability.md`` §8:
   the next statement or with ``COMMIT``; a fenced write is two round trips (lock + clock,
   then write + commit), a reservation one more (one statement decides, claims and takes
   the advance's singleton). Values are bound server side as psycopg binds them, and each
-  statement is prepared once per connection.
+  statement is prepared once per connection;
+* no unbounded waits: every exchange with the server has a deadline (``io_timeout_s``)
+  checked between non-blocking reads of the socket, and the connect has libpq's
+  ``connect_timeout``. A connection that misses its deadline is in an unknown pipeline
+  state and is dropped, never reused; the server ends a session left idle inside a
+  transaction for as long (``idle_in_transaction_session_timeout``), so a client that
+  vanished mid-transaction releases its row locks.
 
 psycopg is imported only when a ``PostgresStore`` is created: install the ``postgres``
 extra (``pip install 'dci6bridge[postgres]'``).
@@ -27,9 +33,12 @@ extra (``pip install 'dci6bridge[postgres]'``).
 from __future__ import annotations
 
 import contextlib
+import math
 import re
+import selectors
+import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -62,6 +71,16 @@ _PREPARABLE = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "VALUES
 # DML that returns no rows: nothing to wait for, so it can ride with the next batch.
 _BLIND = re.compile(r"\s*(?:INSERT|UPDATE|DELETE)\b(?!.*\bRETURNING\b)", re.IGNORECASE | re.DOTALL)
 _MAX_PREPARED = 256  # per connection; the least recently used one is deallocated
+_READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+
+
+def _seconds(name: str, value: object) -> float:
+    # bool is an int: io_timeout_s=True is a mistake, not one second.
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+        if math.isfinite(seconds) and seconds > 0:
+            return seconds
+    raise ConfigError(f"{name}: expected a positive number of seconds, got {show(value)}")
 
 
 def _psycopg() -> Any:
@@ -126,10 +145,12 @@ class _Session:
     keyed on its text and parameter types, as psycopg does).
     """
 
-    def __init__(self, conn: Any, pg: Any) -> None:
+    def __init__(self, conn: Any, pg: Any, *, io_timeout_s: float) -> None:
         self.conn = conn
         self._pq = conn.pgconn
         self._pq.enter_pipeline_mode()
+        self._io_timeout_s = io_timeout_s
+        self._timed_out = pg.errors.ConnectionTimeout
         self._adapt = pg.adapt.Transformer(conn)
         self._auto = pg.adapt.PyFormat.AUTO
         self._status = pg.pq.ExecStatus
@@ -140,12 +161,14 @@ class _Session:
         self._error = pg.Error
         self._idle = pg.pq.TransactionStatus.IDLE
         self._bad = pg.pq.ConnStatus.BAD
-        self._wait_r, self._wait_w = pg.waiting.Wait.R, pg.waiting.Wait.W
         self._names: OrderedDict[tuple[bytes, tuple[int, ...]], bytes] = OrderedDict()
         self._made = 0
         self._doomed: list[bytes] = []  # evicted names, deallocated after the next batch
         self.unsynced = False  # a transaction's batch went out without a Sync
         self.round_trips = 0  # batches sent and answered: what a statement's latency costs
+        # Set when an exchange missed its deadline: what the server did with the batch,
+        # and where the pipeline stands, are unknown, so the connection is never reused.
+        self.broken = False
 
     def bind(self, sql: _Sql, params: Sequence[Any]) -> _Bound:
         """``sql`` with ``params`` dumped."""
@@ -193,8 +216,34 @@ class _Session:
             pq.send_flush_request()
         self.unsynced = not sync
         self.round_trips += 1
-        groups = self.conn.wait(self._exchange(len(expect)))
+        groups = self._within_deadline(self._exchange(len(expect)))
         return self._results(expect, groups)
+
+    def _within_deadline(self, exchange: Generator[int, None, list[list[Any]]]) -> Any:
+        # psycopg's own wait has no deadline by default. Every step of ``exchange`` is
+        # non-blocking (flush, consume_input, get_result once not busy) and yields the
+        # socket event it needs, so the only wait is here, bounded by what is left.
+        deadline = time.monotonic() + self._io_timeout_s
+        with selectors.DefaultSelector() as selector:
+            try:
+                events = next(exchange)
+                selector.register(self._pq.socket, events)
+                while True:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        exchange.close()
+                        self.broken = True
+                        raise self._timed_out(
+                            f"no answer within io_timeout={self._io_timeout_s:g} s; the "
+                            "connection is dropped, and whether this call's writes were "
+                            "committed is unknown"
+                        )
+                    if selector.select(left):
+                        wanted = next(exchange)
+                        if wanted != events:
+                            events = selector.modify(self._pq.socket, wanted).events
+            except StopIteration as done:
+                return done.value
 
     def _name(self, bound: _Bound, expect: list[tuple[str, Any]]) -> bytes:
         key = (bound.sql.text, bound.types)
@@ -210,16 +259,16 @@ class _Session:
             self._doomed.append(self._names.popitem(last=False)[1])
         return name
 
-    def _exchange(self, groups: int) -> Any:
-        # A generator for psycopg's wait(): flush the batch, then collect one group of
-        # results per query (and one per Sync).
+    def _exchange(self, groups: int) -> Generator[int, None, list[list[Any]]]:
+        # Flush the batch, then collect one group of results per query (and one per
+        # Sync); yields the socket event to wait for before each non-blocking step.
         pq = self._pq
         while pq.flush():
-            yield self._wait_w
+            yield _WRITE
         got: list[list[Any]] = []
         current: list[Any] = []
         while len(got) < groups:
-            yield self._wait_r
+            yield _READ
             pq.consume_input()
             while not pq.is_busy():
                 result = pq.get_result()
@@ -281,6 +330,8 @@ class _Session:
         for _ in range(2):
             with contextlib.suppress(self._error):  # the state tells what is left to do
                 self.run([], end=_ROLLBACK)
+            if self.broken:  # another try would only wait out another deadline
+                break
             if self._pq.transaction_status == self._idle:
                 return
         raise self._operational_error("the connection did not return to idle")
@@ -365,7 +416,15 @@ class PostgresStore(SqlStore):
         schema: the schema holding the tables (created if missing). Several
             installations, or tests, can share one database with different schemas.
         clock: POSIX seconds for leases; ``None`` (default) uses the database clock.
-        connect_timeout_s: how long to wait for a connection.
+        connect_timeout_s: how long to wait for a connection (libpq's
+            ``connect_timeout``: whole seconds, rounded up, at least 2). A
+            ``connect_timeout`` in ``dsn`` wins.
+        io_timeout_s: how long to wait for the server's answer to each exchange
+            (one batch of statements). When it passes, the call raises
+            :class:`~dci6bridge.errors.StoreError` naming the timeout and the server, the
+            connection is dropped and the next call opens a new one. The server ends a
+            session idle inside a transaction for this long too, releasing its locks.
+            Set it above your slowest statement, lock waits included.
         unsafe_disable_fencing: **test-only**; see :func:`~dci6bridge.stores.open_store`.
     """
 
@@ -379,6 +438,7 @@ class PostgresStore(SqlStore):
         schema: str = "dci6bridge",
         clock: Callable[[], float] | None = None,
         connect_timeout_s: float = 10.0,
+        io_timeout_s: float = 30.0,
         unsafe_disable_fencing: bool = False,
     ) -> None:
         given: tuple[object, object] = (dsn, schema)  # checked at run time
@@ -389,6 +449,8 @@ class PostgresStore(SqlStore):
                 f"schema: {show(schema)} is not a plain SQL identifier "
                 "(letters, digits and _, at most 63)"
             )
+        connect_s = math.ceil(_seconds("connect_timeout_s", connect_timeout_s))
+        self._io_timeout_s = _seconds("io_timeout_s", io_timeout_s)
         self._psycopg = _psycopg()
         super().__init__(unsafe_disable_fencing=unsafe_disable_fencing, prefix=f'"{schema}".')
         self._remember_arguments(
@@ -396,6 +458,7 @@ class PostgresStore(SqlStore):
             schema=schema,
             clock=clock,
             connect_timeout_s=connect_timeout_s,
+            io_timeout_s=io_timeout_s,
             unsafe_disable_fencing=unsafe_disable_fencing,
         )
         self._dsn = dsn
@@ -403,7 +466,7 @@ class PostgresStore(SqlStore):
         self._password = _password_of(self._psycopg, dsn)
         self._schema = schema
         self._clock = clock
-        self._timeout = max(1, int(connect_timeout_s))
+        self._timeout = connect_s
         self._sql_cache: dict[str, _Sql] = {}
         self._conns: PerThread[_Session] = PerThread(
             self._connect, lambda s: s.conn.close(), name=repr(self)
@@ -451,6 +514,11 @@ class PostgresStore(SqlStore):
         return f"PostgresStore({self._where!r}, schema={self._schema!r})"
 
     @property
+    def io_timeout_s(self) -> float:
+        """How long each exchange with the server may take (see the constructor)."""
+        return self._io_timeout_s
+
+    @property
     def schema(self) -> str:
         """The schema holding the tables."""
         return self._schema
@@ -474,7 +542,21 @@ class PostgresStore(SqlStore):
             raise StoreError(
                 f"cannot connect to PostgreSQL at {self._where}: {self._scrub(exc)}"
             ) from None
-        return _Session(conn, pg)
+        session = _Session(conn, pg, io_timeout_s=self._io_timeout_s)
+        # Without it, a session whose client vanished mid-transaction (a dropped NAT
+        # entry, a frozen link: no FIN ever arrives) keeps its row locks until TCP
+        # keepalives notice, hours later; and a COMMIT delivered late could still commit
+        # after the client gave up on it. Our transactions never sit idle on purpose.
+        idle_ms = max(1, math.ceil(self._io_timeout_s * 1000))
+        setup = self._parse(f"SET idle_in_transaction_session_timeout = {idle_ms}")
+        try:
+            session.run([session.bind(setup, ())])
+        except pg.Error as exc:
+            conn.close()
+            raise StoreError(
+                f"cannot set up the connection to PostgreSQL at {self._where}: {self._scrub(exc)}"
+            ) from None
+        return session
 
     @contextmanager
     def _transaction(self, *, write: bool, count: bool = True) -> Iterator[_Tx]:
@@ -503,6 +585,9 @@ class PostgresStore(SqlStore):
         an unknown state, so the next call starts clean."""
         states = self._psycopg.pq.TransactionStatus
         status = session.conn.info.transaction_status
+        if session.broken:
+            self._conns.discard()
+            return
         if status == states.IDLE and not session.unsynced:
             return
         if session.unsynced or status in (states.INTRANS, states.INERROR):
