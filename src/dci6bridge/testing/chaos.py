@@ -260,6 +260,18 @@ def check_history(
     return out
 
 
+def _retried(history: Sequence[Transition], kind: str) -> int:
+    """How many times the service was retried (went back from ``failed`` to the state
+    it failed in) after a failure of ``kind``."""
+    n, failed_in = 0, None
+    for t in history:
+        if t.to_state == "failed":
+            failed_in = t.from_state if t.detail.get("kind") == kind else None
+        elif t.from_state == "failed" and t.to_state == failed_in:
+            n += 1
+    return n
+
+
 def check_invariants(
     store: StatusStore,
     truth: RemoteTruth,
@@ -271,6 +283,7 @@ def check_invariants(
     allowed: Mapping[str, Collection[str]] | None = None,
     reinstall_state: str | None = None,
     installs_by_owner: bool = False,
+    retried_failure: str | None = None,
 ) -> InvariantReport:
     """Check I1-I5 between the store's ledger and DCImanager's ground truth.
 
@@ -290,7 +303,9 @@ def check_invariants(
       ``"reinstalling"``) when that is given. With ``installs_by_owner``, only the
       installs made while the service's customer owned the server count
       (``RemoteTruth.owner_installs``): a server closed by one service and taken by
-      another carries the installs of both;
+      another carries the installs of both. With ``retried_failure`` (a failure
+      ``kind`` of the history's detail, e.g. ``"install_failed"``), each operator
+      retry out of ``failed`` after a failure of that kind allows one more install;
     * **I5** no orphans: no server owned by one of our customers that no service
       records, no reservation of a service that records another server.
     """
@@ -331,6 +346,8 @@ def check_invariants(
         history = store.history(sid)
         if reinstall_state is not None:
             installs_of[sid] += sum(1 for t in history if t.to_state == reinstall_state)
+        if retried_failure is not None:
+            installs_of[sid] += _retried(history, retried_failure)
         out += check_history(svc, history, initial_state=initial_state, allowed=allowed)
 
     # I3: store side, one server per service and one service per server

@@ -1,0 +1,45 @@
+"""Which seeds the simulation suite runs.
+
+* ``DCI6BRIDGE_SIM_SEED=<n>``: replay exactly seed ``n`` (the failure message of a seed
+  names it), with the whole trace tail printed;
+* ``DCI6BRIDGE_SIM_SEEDS=<count>`` (default :data:`CI_SEEDS`) and
+  ``DCI6BRIDGE_SIM_FIRST=<n>`` (default 0): run ``count`` seeds from ``n``, e.g.
+  ``DCI6BRIDGE_SIM_SEEDS=5000 pytest tests/simulation -k seed`` for a long local run.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from dci6bridge.errors import ConfigError
+
+#: Seeds run on every CI run (about 0.25 s each on one core).
+CI_SEEDS = 120
+
+
+def _env_int(name: str, default: int | None) -> int | None:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"{name}: {text!r} is not an integer") from None
+
+
+def chosen_seeds() -> list[int]:
+    """The seeds of this run, from the environment."""
+    one = _env_int("DCI6BRIDGE_SIM_SEED", None)
+    if one is not None:
+        return [one]
+    count = _env_int("DCI6BRIDGE_SIM_SEEDS", CI_SEEDS) or 0
+    first = _env_int("DCI6BRIDGE_SIM_FIRST", 0) or 0
+    return list(range(first, first + count))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``sim_seed``: one test per chosen seed."""
+    if "sim_seed" in metafunc.fixturenames:
+        metafunc.parametrize("sim_seed", chosen_seeds())
