@@ -477,6 +477,8 @@ class Provisioner:
     def tick(self, max_services: int = 1) -> int:
         """One bounded unit of work: lease up to ``max_services`` runnable services, run
         their next steps (a few at most each), release them, then relay due events.
+        A service's last write (its new state with the release) shares the transaction
+        of the next service's write; what is left goes out before ``tick`` returns.
         Returns the number of services worked on. Safe to call from a scheduler
         (cron, Celery beat) in any number of processes."""
         # the local clock is read before the store's: a lease's remaining time is never
