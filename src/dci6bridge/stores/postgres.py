@@ -138,9 +138,11 @@ _Result = tuple[str, int, list[dict[str, Any]]]  # command status, row count, ro
 class _Session:
     """One connection in libpq pipeline mode, and the statements prepared on it.
 
-    A batch of statements goes out in one write and ends with a Sync (the end of a
-    read or of a transaction) or a flush request (a transaction that goes on); its
-    results come back together. Values are dumped exactly as psycopg dumps them for
+    A batch of statements goes out in one write and ends with a Sync; its results come
+    back together. Inside ``BEGIN`` … ``COMMIT`` a Sync ends no transaction: it brings
+    the server to ReadyForQuery, where its idle-in-transaction timeout runs (after a
+    flush request instead, the server would wait for the rest of the transaction, and
+    for a client that vanished, forever). Values are dumped exactly as psycopg dumps them for
     server-side binding, and each statement is prepared once per connection (by name,
     keyed on its text and parameter types, as psycopg does).
     """
@@ -164,7 +166,6 @@ class _Session:
         self._names: OrderedDict[tuple[bytes, tuple[int, ...]], bytes] = OrderedDict()
         self._made = 0
         self._doomed: list[bytes] = []  # evicted names, deallocated after the next batch
-        self.unsynced = False  # a transaction's batch went out without a Sync
         self.round_trips = 0  # batches sent and answered: what a statement's latency costs
         # Set when an exchange missed its deadline: what the server did with the batch,
         # and where the pipeline stands, are unknown, so the connection is never reused.
@@ -184,9 +185,9 @@ class _Session:
         self, statements: Sequence[_Bound], *, begin: bool = False, end: bytes | None = None
     ) -> tuple[list[_Result], str]:
         """Send ``statements`` as one batch (after ``BEGIN`` with ``begin``; followed by
-        ``end``, ``COMMIT`` or ``ROLLBACK``, and a Sync when ``end`` is given or no
-        transaction is open); their results, and the command status of ``end``. The first
-        failing statement raises; the server skips the rest of the batch."""
+        ``end``, ``COMMIT`` or ``ROLLBACK``, and a Sync); their results, and the
+        command status of ``end``. The first failing statement raises; the server skips
+        the rest of the batch."""
         pq = self._pq
         expect: list[tuple[str, Any]] = []
         if begin:
@@ -208,13 +209,8 @@ class _Session:
         for name in doomed:
             pq.send_query_params(b"DEALLOCATE " + name, None)
             expect.append(("deallocate", name))
-        sync = end is not None or not (begin or self.unsynced)
-        if sync:
-            pq.pipeline_sync()
-            expect.append(("sync", None))
-        else:
-            pq.send_flush_request()
-        self.unsynced = not sync
+        pq.pipeline_sync()
+        expect.append(("sync", None))
         self.round_trips += 1
         groups = self._within_deadline(self._exchange(len(expect)))
         return self._results(expect, groups)
@@ -324,17 +320,12 @@ class _Session:
         return command, count, rows
 
     def rollback(self) -> None:
-        """End whatever transaction is open, leaving the connection idle. A batch that
-        failed leaves an aborted pipeline (the first ROLLBACK is skipped, its Sync ends
-        it) or an aborted transaction (the next ROLLBACK ends that)."""
-        for _ in range(2):
-            with contextlib.suppress(self._error):  # the state tells what is left to do
-                self.run([], end=_ROLLBACK)
-            if self.broken:  # another try would only wait out another deadline
-                break
-            if self._pq.transaction_status == self._idle:
-                return
-        raise self._operational_error("the connection did not return to idle")
+        """End whatever transaction is open (running or aborted), leaving the connection
+        idle. Every batch ends with a Sync, so no failure leaves the pipeline aborted."""
+        with contextlib.suppress(self._error):  # the state tells whether it worked
+            self.run([], end=_ROLLBACK)
+        if self.broken or self._pq.transaction_status != self._idle:
+            raise self._operational_error("the connection did not return to idle")
 
 
 class _Tx:
@@ -588,9 +579,9 @@ class PostgresStore(SqlStore):
         if session.broken:
             self._conns.discard()
             return
-        if status == states.IDLE and not session.unsynced:
+        if status == states.IDLE:
             return
-        if session.unsynced or status in (states.INTRANS, states.INERROR):
+        if status in (states.INTRANS, states.INERROR):
             # A connection that cannot roll back is dropped.
             with contextlib.suppress(Exception):
                 session.rollback()
