@@ -142,9 +142,9 @@ class _Session:
     back together. Inside ``BEGIN`` … ``COMMIT`` a Sync ends no transaction: it brings
     the server to ReadyForQuery, where its idle-in-transaction timeout runs (after a
     flush request instead, the server would wait for the rest of the transaction, and
-    for a client that vanished, forever). Values are dumped exactly as psycopg dumps them for
-    server-side binding, and each statement is prepared once per connection (by name,
-    keyed on its text and parameter types, as psycopg does).
+    for a client that vanished, forever). Values are dumped exactly as psycopg dumps
+    them for server-side binding, and each statement is prepared once per connection
+    (by name, keyed on its text and parameter types, as psycopg does).
     """
 
     def __init__(self, conn: Any, pg: Any, *, io_timeout_s: float) -> None:
