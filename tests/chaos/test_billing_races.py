@@ -99,6 +99,7 @@ class Billing:
     seconds: float = BILLING_SECONDS
     aim: float = 0.5
     gap: tuple[float, float] = (0.0, 0.03)
+    until_all: bool = True
     wishes: dict[str, str] = attrs.field(factory=dict)
     accepted: dict[str, list[tuple[str, str]]] = attrs.field(factory=dict)
     counts: collections.Counter[str] = attrs.field(factory=collections.Counter)
@@ -114,9 +115,9 @@ class Billing:
         store = open_store(self.store_url)
         try:
             with self.world.provisioner(store, worker_id="billing") as prov:
-                end = time.monotonic() + self.seconds
+                start = time.monotonic()
                 n = 0
-                while time.monotonic() < end:
+                while self._going_on(time.monotonic() - start):
                     time.sleep(rng.uniform(*self.gap))
                     self._one(prov, store, rng, touched, n)
                     n += 1
@@ -124,6 +125,14 @@ class Billing:
             self.errors.append(f"billing stopped: {type(exc).__name__}: {exc}")
         finally:
             store.close()
+
+    def _going_on(self, elapsed: float) -> bool:
+        # The window, and with ``until_all`` on a slow machine (services active late) on
+        # until every kind of request was accepted once, within twice the window.
+        if elapsed < self.seconds:
+            return True
+        every = all(self.counts[f"accepted_{action}"] for action in ACTIONS)
+        return self.until_all and not every and elapsed < 2 * self.seconds
 
     def _one(
         self, prov: Any, store: StatusStore, rng: random.Random, touched: list[str], n: int
@@ -251,7 +260,7 @@ def _run(chaos: Any, store_url: str | None, seed: int, *, unsafe: bool = False) 
     url = store_url or world.store_url
     events_dir = world.dir / "events"
     events_dir.mkdir()
-    billing = Billing(world, url, seed, aim=0.9 if unsafe else 0.5)
+    billing = Billing(world, url, seed, aim=0.9 if unsafe else 0.5, until_all=not unsafe)
     extra_env = {EVENT_LOG_ENV: str(events_dir), EVENT_CRASH_ENV: str(EVENT_CRASH_RATE)}
     if unsafe:
         extra_env[UNSAFE_IGNORE_REQUESTS_ENV] = "1"
