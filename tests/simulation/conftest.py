@@ -15,8 +15,8 @@ import pytest
 
 from dci6bridge.errors import ConfigError
 
-#: Seeds run on every CI run (about 0.25 s each on one core).
-CI_SEEDS = 120
+#: Seeds run on every CI run (0.3-0.5 s each on one core).
+CI_SEEDS = 100
 
 
 def _env_int(name: str, default: int | None) -> int | None:

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import attrs
 import pytest
 
 from dci6bridge.errors import ConfigError
@@ -25,20 +26,50 @@ from dci6bridge.testing.simulation import (
     run_simulation,
 )
 
-#: Seeds that once failed, kept as regression tests (seed: what it found). They replay
-#: the same run only as long as the orchestrator makes the same calls.
-REGRESSIONS: dict[int, str] = {
-    7: "an operator retry after a failed install installs again (checker: retried_failure)",
-    63: "an outsider took a server a closed service gave back (checker: not a leak)",
-    80: "a terminating service still records the server it gave back to another",
-}
-#: Seeds that find a bug not fixed yet: seed -> (the one violation expected, why).
-KNOWN_BUGS: dict[int, tuple[str, str]] = {
-    184: (
-        "I4 [SIM-008] 2 remote users with email 'customer7@example.com'",
-        "the right to create a customer's user is taken per module "
-        "(user:<module>:<email>), but modules dci-1 and dci-2 share one DCImanager: "
-        "two services of one customer in the two modules both create the user",
+
+@attrs.frozen
+class Found:
+    """A seed that found a bug, kept as a regression test: while ``fixed`` is false
+    the test expects exactly ``violations`` (reported as an expected failure, ``why``)
+    and fails once they are gone (set ``fixed``); once fixed, the seed must pass. A
+    seed replays the same run only while the orchestrator makes the same calls in the
+    same order: a fix changes the run, so the test then checks the seed is clean."""
+
+    seed: int
+    config: SimulationConfig
+    faults: FaultPlan
+    violations: tuple[str, ...]
+    why: str
+    fixed: bool = False
+
+
+FOUND: dict[str, Found] = {
+    "duplicate-user-across-modules": Found(
+        seed=20,
+        config=SimulationConfig(
+            orders=2, shared_customer_every=1, servers_per_location=1, requests=2, request_gap=0.5
+        ),
+        faults=FaultPlan(),
+        violations=("I4 [SIM-000] 2 remote users with email 'customer1@example.com'",),
+        why="the right to create a customer's user is a store singleton per module "
+        "(user:<module>:<email>), but modules dci-1 and dci-2 share one DCImanager: two "
+        "services of one customer, one in each module, both find no user and create one",
+    ),
+    "terminating-retry-takes-a-siblings-server": Found(
+        seed=5,
+        config=SimulationConfig(
+            orders=8, shared_customer_every=1, servers_per_location=1, requests=30, request_gap=4.0
+        ),
+        faults=FaultPlan(crash_at={"after:store.release_server": 0.7}),
+        violations=(
+            "I3 [SIM-007] server 2 is owned remotely by None, not by the customer",
+            "I4 [SIM-007] records user 2, which is not the owner None of server 2",
+        ),
+        why="a worker closing SIM-001 dies after giving server 2 back (after "
+        "release_server, before the move to closed); SIM-007 of the same customer takes "
+        "the server and becomes ACTIVE; the next worker re-runs terminating for SIM-001, "
+        "sees the server owned by the same e-mail, powers it off and releases its owner: "
+        "an ACTIVE service loses its server",
     ),
 }
 
@@ -57,23 +88,20 @@ def test_seed(sim_seed: int) -> None:
     _assert_ok(result)
 
 
-@pytest.mark.parametrize("seed", sorted(KNOWN_BUGS))
-def test_known_bug_seed(seed: int) -> None:
-    """An expected failure only while exactly the known violation is found; a test
-    failure the day it no longer occurs (then move the seed to REGRESSIONS) or when
-    something else breaks."""
-    text, why = KNOWN_BUGS[seed]
-    result = run_simulation(seed)
-    assert not result.ok, f"seed {seed} passes: fixed? move it to REGRESSIONS ({why})"
-    found = [str(v)[: len(text)] for v in result.violations]
-    assert found == [text], result.failure_message()
-    pytest.xfail(f"seed {seed}: {why}")
-
-
-def test_regression_seeds() -> None:
-    for seed, found in sorted(REGRESSIONS.items()):
-        result = run_simulation(seed)
-        assert result.ok, f"seed {seed} once found: {found}\n{result.failure_message()}"
+@pytest.mark.parametrize("name", sorted(FOUND))
+def test_found(name: str) -> None:
+    found = FOUND[name]
+    result = run_simulation(found.seed, found.config, found.faults)
+    if found.fixed:
+        _assert_ok(result)
+        return
+    assert not result.ok, f"{name} passes: fixed? set fixed=True ({found.why})"
+    assert len(result.violations) == len(found.violations), result.failure_message()
+    got = tuple(
+        str(v)[: len(want)] for v, want in zip(result.violations, found.violations, strict=True)
+    )
+    assert got == found.violations, result.failure_message()
+    pytest.xfail(f"{name}: {found.why}")
 
 
 def test_the_nemesis_strikes_and_billing_races() -> None:

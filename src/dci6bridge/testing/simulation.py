@@ -40,10 +40,11 @@ This harness sits above the orchestrator, like billing code: it imports
 from __future__ import annotations
 
 import collections
+import fnmatch
 import hashlib
 import random
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -53,7 +54,7 @@ from dci6bridge.connect import client_for
 from dci6bridge.domain import Catalog, DataCenter, Order, ProcessingModule, Tariff
 from dci6bridge.errors import ConfigError, Dci6BridgeError, InvalidRequest, SpecMismatch
 from dci6bridge.provisioning import Provisioner, Worker
-from dci6bridge.provisioning._failpoints import FailpointCrash, Failpoints
+from dci6bridge.provisioning._failpoints import FAILPOINTS, FailpointCrash, Failpoints
 from dci6bridge.provisioning.states import TRANSITIONS
 from dci6bridge.stores.base import StatusStore
 from dci6bridge.stores.memory import MemoryStore
@@ -107,6 +108,11 @@ REAL_TIMEOUT_S = 60.0
 _WISH_OF = {"suspend": "suspended", "resume": "active", "close": "closed"}
 #: Billing's actions on an opened service, with weights (close is terminal: rarer).
 _ACTIONS = {"suspend": 4.0, "resume": 3.0, "close": 0.7, "reboot": 2.0, "reinstall": 2.0}
+#: Seconds two readings of the virtual clock may differ by through float rounding.
+_EPSILON = 1e-6
+#: States in which a service may start an OS install (a reinstall starts it before
+#: moving on to ``installing_os``).
+_INSTALLING = frozenset({"reinstalling", "installing_os"})
 #: States whose recorded server may already be someone else's.
 _LET_GO = frozenset({"terminating", "closed"})
 
@@ -122,6 +128,9 @@ class FaultPlan:
     Attributes:
         crash: per failpoint a worker reaches: it dies there (``FailpointCrash``) and a
             fresh worker with a new id takes its place.
+        crash_at: per-point crash probabilities that replace ``crash`` where they match
+            (``fnmatch`` patterns of failpoint names, first match wins), to aim a run at
+            one window: ``{"after:store.release_server": 0.5}``.
         billing_crash: per failpoint billing reaches (right after its request was
             written): billing's call dies there and billing repeats it, same request id.
         stall: per failpoint a worker reaches: it freezes for ``stall_leases`` lease
@@ -133,6 +142,7 @@ class FaultPlan:
     """
 
     crash: float = 0.01
+    crash_at: Mapping[str, float] = attrs.field(factory=dict, converter=dict)
     billing_crash: float = 0.05
     stall: float = 0.003
     stall_leases: float = 1.5
@@ -146,6 +156,17 @@ class FaultPlan:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 problems.append(f"FaultPlan.{name}: {value!r} is not a probability in [0, 1]")
+        # checked at run time: callers may pass anything
+        rules: Sequence[tuple[object, object]] = list(self.crash_at.items())
+        for pattern, chance in rules:
+            if not isinstance(pattern, str) or not any(
+                fnmatch.fnmatchcase(p, pattern) for p in FAILPOINTS
+            ):
+                problems.append(f"FaultPlan.crash_at: {pattern!r} matches no failpoint")
+            if not isinstance(chance, (int, float)) or not 0.0 <= chance <= 1.0:
+                problems.append(
+                    f"FaultPlan.crash_at[{pattern!r}]: {chance!r} is not a probability in [0, 1]"
+                )
         stall: object = self.stall_leases
         if not isinstance(stall, (int, float)) or stall <= 1.0:
             problems.append(f"FaultPlan.stall_leases: {stall!r} must be above 1 (past the lease)")
@@ -217,9 +238,9 @@ class SimulationConfig:
     install_duration: float = attrs.field(
         default=40.0, validator=_positive("install_duration", 0.0)
     )
-    idle_sleep: float = attrs.field(default=3.0, validator=_positive("idle_sleep", 1e-3))
+    idle_sleep: float = attrs.field(default=5.0, validator=_positive("idle_sleep", 1e-3))
     max_attempts: int = attrs.field(default=8, validator=_positive("max_attempts", 1, integer=True))
-    reconcile_every: float = attrs.field(default=0.0, validator=_positive("reconcile_every", 0.0))
+    reconcile_every: float = attrs.field(default=60.0, validator=_positive("reconcile_every", 0.0))
     max_steps: int = attrs.field(default=200_000, validator=_positive("max_steps", 1, integer=True))
     store: Callable[[Callable[[], float]], StatusStore] | None = None
     unsafe_disable_fencing: bool = False
@@ -774,7 +795,7 @@ class _Run:
             if self.dice.random() < self.faults.billing_crash:
                 self._step(actor, "crash")
             return
-        if self.dice.random() < self.faults.crash:
+        if self.dice.random() < self._crash_probability(point):
             self.counts["crashes"] += 1
             self._step(actor, "crash")
             return
@@ -783,6 +804,12 @@ class _Run:
             stall = self.faults.stall_leases * self.config.lease_ttl
             self._note(actor.name, f"STALL {stall:.1f}")
             actor.wake_at = self.clock.now() + stall
+
+    def _crash_probability(self, point: str) -> float:
+        for pattern, probability in self.faults.crash_at.items():
+            if fnmatch.fnmatchcase(point, pattern):
+                return probability
+        return self.faults.crash
 
     def _check_claims(self, point: str) -> None:
         """Store-side I3 at every step that may change it: no server recorded by two
@@ -859,7 +886,7 @@ class _Run:
             allowed={s.value: {t.value for t in to} for s, to in TRANSITIONS.items()},
             reinstall_state="reinstalling",
             installs_by_owner=True,
-            retried_failure="install_failed",
+            count_installs=False,
         )
         violations = list(self.violations) + list(billing.errors) + list(report.violations)
         # an outsider taking a server we gave back is the world moving on, not a leak
@@ -871,17 +898,14 @@ class _Run:
             self.store, attrs.evolve(truth, owners=owners), billing.wishes, customer_emails=emails
         )
         violations += self._check_events()
+        violations += self._check_installs()
         self.counts.update(billing.counts)
         self.counts["workers_started"] = sum(self.incarnations.values())
         self.counts["events_delivered"] = len(self.deliveries)
         self.counts["virtual_seconds"] = int(self.clock.now() - self.start)
         for row in self.store.services():
             self.counts[f"final_{row.state}"] += 1
-        offenders: dict[str, None] = {}
-        for v in violations:
-            if v.service_id is not None:
-                offenders.setdefault(v.service_id, None)
-        history = {sid: format_history(self.store, sid) for sid in list(offenders)[:3]}
+        history = {sid: format_history(self.store, sid) for sid in self._offenders(violations)}
         # the outcome is part of what must replay, not only the schedule
         for row in self.store.services():
             self._note(
@@ -902,6 +926,81 @@ class _Run:
             counts=dict(self.counts),
             history=history,
         )
+
+    def _offenders(self, violations: list[Violation], limit: int = 3) -> list[str]:
+        """The first ``limit`` services a violation names, each followed by the other
+        services that once recorded its server (the culprit is often one of those)."""
+        named: dict[str, None] = {}
+        for v in violations:
+            if v.service_id is not None:
+                named.setdefault(v.service_id, None)
+        out: dict[str, None] = {}
+        for sid in list(named)[:limit]:
+            out.setdefault(sid, None)
+            row = self.store.get(sid)
+            if row is None or row.server_id is None:
+                continue
+            for other in self.store.services():
+                if other.service_id != sid and any(
+                    row.server_id in (t.detail.get("server_id"), t.detail.get("released_claim"))
+                    for t in self.store.history(other.service_id)
+                ):
+                    out.setdefault(other.service_id, None)
+        return list(out)
+
+    def _check_installs(self) -> list[Violation]:
+        """I4 per install, in place of counting installs per owner (two services of
+        one customer may hold one server one after the other): every OS install
+        started in DCImanager falls in a stay of a service on that server in
+        ``reinstalling`` / ``installing_os`` (from the transition in to the transition
+        out), and no stay holds two."""
+        stays: dict[int, list[tuple[float, float, str]]] = collections.defaultdict(list)
+        for row in self.store.services():
+            server: int | None = None
+            began: float | None = None
+            for t in self.store.history(row.service_id):
+                if t.detail.get("server_id") is not None:
+                    server = int(t.detail["server_id"])
+                if t.to_state in _INSTALLING and began is None:
+                    began = t.at
+                elif t.to_state not in _INSTALLING and began is not None:
+                    if server is not None:
+                        stays[server].append((began, t.at, row.service_id))
+                    began = None
+            if began is not None and server is not None:
+                stays[server].append((began, float("inf"), row.service_id))
+        out: list[Violation] = []
+        per_stay: collections.Counter[tuple[str, float]] = collections.Counter()
+        for install in self.fake.state.installs:
+            when = install.started_at
+            # transition times are the store clock carried forward by the worker:
+            # equal to the simulator's clock up to rounding
+            holders = [
+                (sid, start)
+                for start, end, sid in stays.get(install.server_id, ())
+                if start - _EPSILON <= when <= end + _EPSILON
+            ]
+            if not holders:
+                out.append(
+                    Violation(
+                        "I4",
+                        None,
+                        f"OS install on server {install.server_id} at "
+                        f"t={when - self.start:.3f} (owner {install.owner_email!r}) was "
+                        "started outside every installing stay on that server",
+                    )
+                )
+            per_stay.update(holders)
+        for (sid, start), n in sorted(per_stay.items()):
+            if n > 1:
+                out.append(
+                    Violation(
+                        "I4",
+                        sid,
+                        f"{n} OS installs in one installing stay (from t={start - self.start:.3f})",
+                    )
+                )
+        return out
 
     def _check_events(self) -> list[Violation]:
         """I6: each event a history calls for was delivered, always with one event id,
