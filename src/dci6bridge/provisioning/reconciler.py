@@ -12,8 +12,8 @@ takes them). The sweep covers what leases cannot see (``reference/durability.md`
   whose server is no longer owned by its customer in DCImanager (an outsider or an
   operator took it, or released it): reported, with a ``server_lost`` task, never touched;
 * **unused users** — DCImanager users this library created (marked ``[dci6bridge]``)
-  that own nothing and that no live service of that module needs (its customer has none,
-  or none that could still pick that module): deleted (a crash can leave one behind,
+  that own nothing and that no live service of a module on that DCImanager needs (its
+  customer has none, or none that could still pick such a module): deleted (a crash can leave one behind,
   e.g. right after it was created for a service that was then closed);
 * **stale reservations** — a local reservation held by a closed or failed service whose
   server has no owner in DCImanager: handed to a worker to release (under a lease,
@@ -297,23 +297,28 @@ def _unused_users(
     """Delete our users that own nothing and that no live service may still need.
 
     A service is stored before its user is created, so a user whose email no live
-    service of that module (or one still choosing its module) carries cannot be in the
-    middle of being set up."""
+    service of a module on that DCImanager (or one still choosing its module) carries
+    cannot be in the middle of being set up."""
+    # by DCImanager, not by module: modules on one DCImanager share its users
+    url_of = {m.name: m.url for m in prov.catalog.modules}
     needed: dict[str | None, set[str]] = {}
     for row in rows:
         if row.state == S.CLOSED.value:
             continue
         email = _email_of(row)
         if email is not None:
-            needed.setdefault(row.module, set()).add(email)
+            # a module no longer in the catalog: kept everywhere, as undecided ones are
+            needed.setdefault(url_of.get(row.module or ""), set()).add(email)
     undecided = needed.get(None, set())
     deleted: list[tuple[str, int]] = []
     errors: list[str] = []
+    swept: set[str] = set()
     for module in prov.catalog.modules:
-        if not module.data_center.selectable:
+        if not module.data_center.selectable or module.url in swept:
             continue
+        swept.add(module.url)
         client = prov.client(module)
-        keep = needed.get(module.name, set()) | undecided
+        keep = needed.get(module.url, set()) | undecided
         try:
             users = list(client.users.list())
         except Dci6BridgeError as exc:

@@ -69,6 +69,7 @@ __all__ = [
     "StepSettings",
     "Wait",
     "has_work",
+    "modules_sharing_users",
     "run_step",
     "user_email",
 ]
@@ -719,12 +720,19 @@ def _claiming_server(ctx: StepContext) -> Outcome:
     )
 
 
+def modules_sharing_users(catalog: Catalog, module: ProcessingModule) -> frozenset[str]:
+    """The names of the catalog's modules served by the same DCImanager as ``module``
+    (one DCImanager may serve several modules, one per location): they share its users."""
+    return frozenset(m.name for m in catalog.modules if m.url == module.url)
+
+
 def _user_singleton(ctx: StepContext) -> str | None:
-    """The name of the right to create the customer's user (``None`` in the unsafe
-    test mode, which creates blindly)."""
+    """The name of the right to create the customer's user in the module's DCImanager
+    (``None`` in the unsafe test mode, which creates blindly). Keyed by the DCImanager,
+    not the module: two modules on one DCImanager share its users."""
     if ctx.settings.unsafe_skip_readback:
         return None
-    return f"user:{ctx.module.name}:{ctx.email}"
+    return f"user:{ctx.module.url}:{ctx.email}"
 
 
 def _reserve(ctx: StepContext, server_id: int, *, singleton: str | None = None) -> bool:
@@ -1101,6 +1109,12 @@ def _terminating(ctx: StepContext) -> Outcome:
             if holder == row.service_id:
                 ctx.release_server(sid)
                 done["released_claim"] = sid
+    elif row.module is not None and ctx.store.server_claims().get(server_id) != row.service_id:
+        # The reservation is given up only once the owner release is confirmed (or, after
+        # the server was taken by someone else, when it is not ours): a crash after that
+        # leaves nothing remote to undo, and the server may be another service's now, of
+        # the same customer even, so it is not touched again.
+        done["claim_gone"] = server_id
     elif row.module is not None:
         client = ctx.client()
         server = ctx.get_server(server_id)
@@ -1154,8 +1168,12 @@ def _delete_user_if_unused(ctx: StepContext) -> bool:
     email = ctx.email
     live = [state.value for state in S if state is not S.CLOSED]
     # The store's customer index compares e-mails stripped and lower-cased, as ctx.email is.
-    others = ctx.store.services_of_customer(email, module=row.module, states=live)
-    if any(other.service_id != row.service_id for other in others):
+    others = ctx.store.services_of_customer(email, states=live)
+    sharing = modules_sharing_users(ctx.catalog, ctx.module)
+    if any(
+        other.service_id != row.service_id and (other.module is None or other.module in sharing)
+        for other in others
+    ):
         return False
     client = ctx.client()
     deleted = False
