@@ -19,9 +19,11 @@ import pytest
 
 from dci6bridge.errors import ConfigError
 from dci6bridge.stores import SQLiteStore
+from dci6bridge.testing import Faults
 from dci6bridge.testing.simulation import (
     FaultPlan,
     SimulationConfig,
+    SimulationError,
     SimulationResult,
     run_simulation,
 )
@@ -231,6 +233,10 @@ def test_bad_settings_name_the_field_and_value() -> None:
         SimulationConfig(workers=0)
     with pytest.raises(ConfigError, match=r"SimulationConfig\.lease_ttl: 'x'"):
         SimulationConfig(lease_ttl="x")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"FaultPlan\.crash_at: 'after:nothing' matches no"):
+        FaultPlan(crash_at={"after:nothing": 0.5})
+    with pytest.raises(ConfigError, match=r"FaultPlan\.crash_at\['before:\*'\]: 2"):
+        FaultPlan(crash_at={"before:*": 2})
     with pytest.raises(ConfigError, match=r"seed: '3' is not an int"):
         run_simulation("3")  # type: ignore[arg-type]
 
@@ -241,3 +247,16 @@ def test_a_seed_costs_a_fraction_of_a_second() -> None:
     elapsed = time.perf_counter() - started
     print(f"seed 21: {elapsed:.2f}s, {result.counts['steps']} steps")
     assert elapsed < 5.0
+
+
+def test_an_actor_blocking_outside_the_simulation_stops_the_run() -> None:
+    """A real sleep (here the simulator's in-process latency) would hang the baton: the
+    run stops with SimulationError instead."""
+    blocking = FaultPlan.none()
+    blocking = attrs.evolve(
+        blocking, simulator=Faults(latency_ms=(2000.0, 2000.0), latency_in_process=True)
+    )
+    started = time.perf_counter()
+    with pytest.raises(SimulationError, match="blocked outside the simulation"):
+        run_simulation(0, SimulationConfig(real_timeout_s=0.2), blocking)
+    assert time.perf_counter() - started < 1.5

@@ -100,9 +100,6 @@ DEFAULT_SIMULATOR_FAULTS = Faults(
     install_failure_rate=0.05,
     outsider_rate=0.02,
 )
-#: Seconds of real time an actor may run without yielding before the run is declared
-#: stuck (it blocked outside the simulation: a real sleep, a lock, a busy database).
-REAL_TIMEOUT_S = 60.0
 
 #: What an accepted billing request makes billing wish for (the others keep the wish).
 _WISH_OF = {"suspend": "suspended", "resume": "active", "close": "closed"}
@@ -223,6 +220,9 @@ class SimulationConfig:
             called once per run.
         unsafe_disable_fencing: **test-only**: the default store without fencing.
         unsafe_skip_readback: **test-only**: workers re-issue remote calls blindly.
+        real_timeout_s: real seconds an actor may run without handing control back
+            before the run stops with :class:`SimulationError` (it blocked outside the
+            simulation: a real sleep, a lock, a busy database).
     """
 
     orders: int = attrs.field(default=10, validator=_positive("orders", 1, integer=True))
@@ -245,6 +245,7 @@ class SimulationConfig:
     store: Callable[[Callable[[], float]], StatusStore] | None = None
     unsafe_disable_fencing: bool = False
     unsafe_skip_readback: bool = False
+    real_timeout_s: float = attrs.field(default=60.0, validator=_positive("real_timeout_s", 1e-3))
 
 
 @attrs.frozen
@@ -329,8 +330,9 @@ class _Fiber:
     """A function run in its own thread one slice at a time: :meth:`switch` runs it
     until it calls :meth:`pause` (or returns); exactly one of the two threads runs."""
 
-    def __init__(self, name: str, body: Callable[[], None]) -> None:
+    def __init__(self, name: str, body: Callable[[], None], timeout: float) -> None:
         self.name = name
+        self._timeout = timeout
         self._body = body
         self._go = threading.Semaphore(0)
         self._back = threading.Semaphore(0)
@@ -339,6 +341,8 @@ class _Fiber:
         self._thread = threading.Thread(target=self._main, name=f"sim-{name}", daemon=True)
         self.started = False
         self.finished = False
+        #: switched to and not back yet (only after a timeout, seen from outside)
+        self.running = False
 
     def _main(self) -> None:
         self._go.acquire()
@@ -366,14 +370,17 @@ class _Fiber:
             self.started = True
             self._thread.start()
         self._go.release()
-        if not self._back.acquire(timeout=REAL_TIMEOUT_S):
+        self.running = True
+        if not self._back.acquire(timeout=self._timeout):
+            # left running: stopping it would only wait for it again
             raise SimulationError(
-                f"actor {self.name} ran {REAL_TIMEOUT_S:.0f} s of real time without "
+                f"actor {self.name} ran {self._timeout:g} s of real time without "
                 "yielding: it blocked outside the simulation"
             )
+        self.running = False
         message = self._message
         if message.kind in _FINAL:
-            self._thread.join(timeout=REAL_TIMEOUT_S)
+            self._thread.join(timeout=self._timeout)
         return message
 
     def pause(self, message: _Message) -> None:
@@ -670,6 +677,9 @@ class _Run:
     def _delivered(self, event: Any) -> None:
         self.deliveries.append((event.event_id, event.service_id, event.version, event.kind))
 
+    def _fiber(self, name: str, body: Callable[[], None]) -> _Fiber:
+        return _Fiber(name, body, self.config.real_timeout_s)
+
     def _new_worker(self, slot: int) -> _Actor:
         base = f"w{slot}"
         self.incarnations[base] += 1
@@ -698,7 +708,7 @@ class _Run:
                     holder[0].fiber.pause(_Message("idle", seconds=self.config.idle_sleep))
                     holder[0].idle = False
 
-        actor = _Actor(name, "worker", _Fiber(name, body), self.clock.now())
+        actor = _Actor(name, "worker", self._fiber(name, body), self.clock.now())
         holder.append(actor)
         return actor
 
@@ -713,7 +723,7 @@ class _Run:
             note=lambda what: self._note("billing", what),
             sleep=self._sleep_of(lambda: holder[0]),
         )
-        actor = _Actor("billing", "billing", _Fiber("billing", billing), self.clock.now())
+        actor = _Actor("billing", "billing", self._fiber("billing", billing), self.clock.now())
         holder.append(actor)
         return actor, billing
 
@@ -841,7 +851,7 @@ class _Run:
         for actor in self.actors:
             # a handler on the way out may pass another failpoint: stop it again there
             for _ in range(100):
-                if not actor.fiber.started or actor.fiber.finished:
+                if not actor.fiber.started or actor.fiber.finished or actor.fiber.running:
                     break
                 actor.fiber.switch("stop")
 
