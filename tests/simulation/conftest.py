@@ -4,7 +4,10 @@
   names it), with the whole trace tail printed;
 * ``DCI6BRIDGE_SIM_SEEDS=<count>`` (default :data:`CI_SEEDS`) and
   ``DCI6BRIDGE_SIM_FIRST=<n>`` (default 0): run ``count`` seeds from ``n``, e.g.
-  ``DCI6BRIDGE_SIM_SEEDS=5000 pytest tests/simulation -k seed`` for a long local run.
+  ``DCI6BRIDGE_SIM_SEEDS=5000 pytest tests/simulation -k test_seeds`` for a long local
+  run;
+* ``DCI6BRIDGE_SIM_PROCESSES=<n>`` (default: 2, at most the CPU count): worker
+  processes the seeds are spread over.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import pytest
 from dci6bridge.errors import ConfigError
 
 #: Seeds run on every CI run (0.3-0.5 s each on one core).
-CI_SEEDS = 100
+CI_SEEDS = 160
 
 
 def _env_int(name: str, default: int | None) -> int | None:
@@ -39,7 +42,14 @@ def chosen_seeds() -> list[int]:
     return list(range(first, first + count))
 
 
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """``sim_seed``: one test per chosen seed."""
-    if "sim_seed" in metafunc.fixturenames:
-        metafunc.parametrize("sim_seed", chosen_seeds())
+@pytest.fixture
+def sim_seeds() -> list[int]:
+    """The seeds of this run, from the environment."""
+    return chosen_seeds()
+
+
+@pytest.fixture
+def sim_processes() -> int:
+    """Worker processes for the seeds."""
+    wanted = _env_int("DCI6BRIDGE_SIM_PROCESSES", 2) or 1
+    return max(1, min(wanted, os.cpu_count() or 1))

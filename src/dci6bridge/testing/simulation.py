@@ -40,11 +40,14 @@ This harness sits above the orchestrator, like billing code: it imports
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import fnmatch
 import hashlib
+import itertools
+import multiprocessing
 import random
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -76,6 +79,7 @@ __all__ = [
     "SimulationConfig",
     "SimulationError",
     "SimulationResult",
+    "run_many",
     "run_simulation",
 ]
 
@@ -134,6 +138,8 @@ class FaultPlan:
             lengths while the others go on.
         stall_leases: how long a stall lasts, in lease TTLs.
         expire_sessions: per step: every DCImanager session is revoked.
+        event_crash: per event billing's callback receives in a worker: the worker
+            dies right after it, before the event is acknowledged (redelivery).
         latency: ``(low, high)`` virtual seconds one step takes, drawn uniformly.
         simulator: the simulator's own faults (seeded by the run's seed).
     """
@@ -144,12 +150,13 @@ class FaultPlan:
     stall: float = 0.003
     stall_leases: float = 1.5
     expire_sessions: float = 0.001
+    event_crash: float = 0.05
     latency: tuple[float, float] = (0.001, 0.02)
     simulator: Faults = DEFAULT_SIMULATOR_FAULTS
 
     def __attrs_post_init__(self) -> None:
         problems = []
-        for name in ("crash", "billing_crash", "stall", "expire_sessions"):
+        for name in ("crash", "billing_crash", "stall", "expire_sessions", "event_crash"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 problems.append(f"FaultPlan.{name}: {value!r} is not a probability in [0, 1]")
@@ -181,6 +188,7 @@ class FaultPlan:
             billing_crash=0.0,
             stall=0.0,
             expire_sessions=0.0,
+            event_crash=0.0,
             simulator=Faults(),
         )
 
@@ -496,7 +504,7 @@ class _Billing:
                 # the operator looks at the department task and retries
                 self._send(self.rng.choice(failed), "retry", f"r{n}", replay=False)
             else:
-                self._request(self.rng.choice(opened), n)
+                self._request(self._aim(opened), n)
             n += 1
 
     def _open(self, order: Order) -> None:
@@ -530,6 +538,23 @@ class _Billing:
                 self.counts["billing_crashes"] += 1
                 self.note(f"crashed at {exc.point} during {what}; repeating")
         raise SimulationError(f"billing: {what} crashed 100 times")
+
+    def _aim(self, opened: list[str]) -> str:
+        """Half the time a service a worker holds right now: the race under test."""
+        if self.rng.random() < 0.5:
+            store = self.prov.store
+            now = store.now()
+            held = [
+                row.service_id
+                for row in store.services()
+                if row.service_id in opened
+                and row.lease_owner is not None
+                and row.lease_until > now
+            ]
+            if held:
+                self.counts["aimed"] += 1
+                return self.rng.choice(held)
+        return self.rng.choice(opened)
 
     def _request(self, sid: str, n: int) -> None:
         past = self.accepted.get(sid, [])
@@ -669,13 +694,21 @@ class _Run:
             lease_ttl=ttl,
             poll_interval=self.config.poll_interval,
             max_attempts=self.config.max_attempts,
-            on_event=self._delivered,
+            on_event=self._delivered_then_maybe_die,
             failpoints=_Hooks(lambda: actor().fiber),
             unsafe_skip_readback=self.config.unsafe_skip_readback,
         )
 
     def _delivered(self, event: Any) -> None:
         self.deliveries.append((event.event_id, event.service_id, event.version, event.kind))
+
+    def _delivered_then_maybe_die(self, event: Any) -> None:
+        """Billing's callback in a worker: recorded, then perhaps the worker dies before
+        the relay acknowledges it (the event must come again)."""
+        self._delivered(event)
+        if self.dice.random() < self.faults.event_crash:
+            self.counts["event_crashes"] += 1
+            raise FailpointCrash("after:billing.event")
 
     def _fiber(self, name: str, body: Callable[[], None]) -> _Fiber:
         return _Fiber(name, body, self.config.real_timeout_s)
@@ -1034,6 +1067,38 @@ class _Run:
             if len(got) > 1:
                 out.append(Violation("I6", key[0], f"v{key[1]} {key[2]!r} under ids {sorted(got)}"))
         return out
+
+
+def run_many(
+    seeds: Iterable[int],
+    config: SimulationConfig | None = None,
+    faults: FaultPlan | None = None,
+    *,
+    processes: int = 1,
+) -> list[SimulationResult]:
+    """:func:`run_simulation` for each seed, in seed order; with ``processes > 1`` in
+    that many worker processes (each seed's run is the same in any process). The
+    ``config`` and ``faults`` are then sent to the processes, so a custom
+    ``SimulationConfig.store`` must be picklable (a module-level function)."""
+    chosen = list(seeds)
+    given: object = processes  # checked at run time: callers may pass anything
+    if isinstance(given, bool) or not isinstance(given, int) or given < 1:
+        raise ConfigError(f"processes: {given!r} is not an int >= 1")
+    if processes == 1 or len(chosen) < 2:
+        return [run_simulation(seed, config, faults) for seed in chosen]
+    # forkserver: children start from a clean process, not from a copy of a parent
+    # whose other threads may hold locks
+    context = multiprocessing.get_context("forkserver")
+    workers = min(processes, len(chosen))
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        runs = pool.map(
+            run_simulation,
+            chosen,
+            itertools.repeat(config),
+            itertools.repeat(faults),
+            chunksize=max(1, len(chosen) // (workers * 8)),
+        )
+        return list(runs)
 
 
 def run_simulation(
