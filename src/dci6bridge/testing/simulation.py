@@ -53,6 +53,7 @@ from typing import Any
 import attrs
 
 from dci6bridge.client import RetryPolicy
+from dci6bridge.client._routes import ROUTES
 from dci6bridge.connect import client_for
 from dci6bridge.domain import Catalog, DataCenter, Order, ProcessingModule, Tariff
 from dci6bridge.errors import ConfigError, Dci6BridgeError, InvalidRequest, SpecMismatch
@@ -86,21 +87,20 @@ __all__ = [
 #: The configuration every simulated server has, and the tariff's OS templates.
 CONFIGURATION = "E3-1230v6-64Gb-2x480SSD"
 OS_TEMPLATES = ("Ubuntu 22.04", "Debian 12")
+#: Routes whose answers a default plan loses after applying them: every call that
+#: changes something in DCImanager (the orchestrator must read back before repeating
+#: one), logins aside, and the server read the steps rely on.
+LOST_ANSWER_ROUTES = frozenset(
+    {name for name, r in ROUTES.items() if r.method != "GET" and not name.startswith("auth.")}
+    | {"servers.get"}
+)
 #: The simulator's faults of a default plan: what the chaos suites inject, in virtual time.
 DEFAULT_SIMULATOR_FAULTS = Faults(
     token_ttl=900.0,
     unavailable_rate=0.02,
     unavailable_burst=2,
     lost_response_rate=0.03,
-    lost_response_routes=(
-        "users.create",
-        "servers.set_owner",
-        "servers.install_os",
-        "servers.get",
-        "switches.port_off",
-        "switches.port_on",
-        "servers.power_reset",
-    ),
+    lost_response_routes=LOST_ANSWER_ROUTES,
     install_failure_rate=0.05,
     outsider_rate=0.02,
 )
@@ -834,6 +834,8 @@ class _Run:
     def _hit(self, actor: _Actor, point: str) -> None:
         if point.startswith("after:store.transition") or point == "after:store.reserve_server":
             self._check_claims(point)
+        if point == "after:store.transition:active":
+            self._check_active(point)
         if actor.kind == "billing":
             if self.dice.random() < self.faults.billing_crash:
                 self._step(actor, "crash")
@@ -847,6 +849,32 @@ class _Run:
             stall = self.faults.stall_leases * self.config.lease_ttl
             self._note(actor.name, f"STALL {stall:.1f}")
             actor.wake_at = self.clock.now() + stall
+
+    def _check_active(self, point: str) -> None:
+        """Active means ready, the moment a service becomes active (and for every other
+        active one then): its server is owned by its customer and its last operation
+        ended well (no install still running or failed)."""
+        emails = {o.service_id: o.customer_email.strip().lower() for o in self.orders}
+        servers = self.fake.state.servers
+        for row in self.store.services(["active"]):
+            server = servers.get(row.server_id) if row.server_id is not None else None
+            owner = (server.owner_email or "").lower() if server is not None else None
+            if server is None or owner != emails.get(row.service_id):
+                problem = f"server {row.server_id} is owned by {owner!r}"
+            elif server.operation_status != "ok":
+                problem = (
+                    f"server {row.server_id}'s {server.operation_kind} operation is "
+                    f"{server.operation_status}"
+                )
+            else:
+                continue
+            self.violations.append(
+                Violation(
+                    "I1",
+                    row.service_id,
+                    f"step {len(self.trace) - 1} ({point}): active, but {problem}",
+                )
+            )
 
     def _crash_probability(self, point: str) -> float:
         for pattern, probability in self.faults.crash_at.items():
