@@ -30,6 +30,7 @@ Dci6BridgeError
 │   ├── ServiceNotFound (also KeyError)
 │   ├── TaskNotFound (also KeyError)
 │   └── InvalidRequest (also ValueError)    e.g. resuming a closed service
+├── SimulationError                         the deterministic simulation could not go on
 └── ...
 ```
 """
@@ -60,6 +61,7 @@ __all__ = [
     "ServerError",
     "ServiceNotFound",
     "ServiceUnavailableError",
+    "SimulationError",
     "SpecMismatch",
     "StaleState",
     "StoreError",
@@ -320,3 +322,8 @@ class TaskNotFound(StoreError, KeyError):
 
 class InvalidRequest(StoreError, ValueError):
     """The request is not allowed in the service's current state (e.g. resume a closed one)."""
+
+
+class SimulationError(Dci6BridgeError):
+    """The deterministic simulation (:mod:`dci6bridge.testing.simulation`) could not go
+    on: an actor blocked outside the scheduler, or billing's call kept crashing."""

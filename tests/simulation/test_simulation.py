@@ -17,13 +17,12 @@ from pathlib import Path
 import attrs
 import pytest
 
-from dci6bridge.errors import ConfigError
+from dci6bridge.errors import ConfigError, SimulationError
 from dci6bridge.stores import SQLiteStore
 from dci6bridge.testing import Faults
 from dci6bridge.testing.simulation import (
     FaultPlan,
     SimulationConfig,
-    SimulationError,
     SimulationResult,
     run_many,
     run_simulation,

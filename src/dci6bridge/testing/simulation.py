@@ -46,7 +46,6 @@ import hashlib
 import itertools
 import multiprocessing
 import random
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -55,8 +54,8 @@ import attrs
 from dci6bridge.client import RetryPolicy
 from dci6bridge.client._routes import ROUTES
 from dci6bridge.connect import client_for
-from dci6bridge.domain import Catalog, DataCenter, Order, ProcessingModule, Tariff
-from dci6bridge.errors import ConfigError, Dci6BridgeError, InvalidRequest, SpecMismatch
+from dci6bridge.domain import ProcessingModule
+from dci6bridge.errors import ConfigError, SimulationError
 from dci6bridge.provisioning import Provisioner, Worker
 from dci6bridge.provisioning._failpoints import FAILPOINTS, FailpointCrash, Failpoints
 from dci6bridge.provisioning.states import TRANSITIONS
@@ -65,28 +64,27 @@ from dci6bridge.stores.memory import MemoryStore
 
 from ._fake import FakeDCImanager
 from ._faults import Faults
+from ._sim_billing import Billing
+from ._sim_checks import active_not_ready, deliveries, install_stays, offenders, shared_servers
+from ._sim_fiber import Fiber, Hooks, Message
+from ._sim_world import CONFIGURATION, OS_TEMPLATES, catalog, orders
 from .chaos import (
     InvariantReport,
     RemoteTruth,
     Violation,
     check_invariants,
     check_requests,
-    expected_events,
     format_history,
 )
 
 __all__ = [
     "FaultPlan",
     "SimulationConfig",
-    "SimulationError",
     "SimulationResult",
     "run_many",
     "run_simulation",
 ]
 
-#: The configuration every simulated server has, and the tariff's OS templates.
-CONFIGURATION = "E3-1230v6-64Gb-2x480SSD"
-OS_TEMPLATES = ("Ubuntu 22.04", "Debian 12")
 #: Routes whose answers a default plan loses after applying them: every call that
 #: changes something in DCImanager (the orchestrator must read back before repeating
 #: one), logins aside, and the server read the steps rely on.
@@ -104,22 +102,6 @@ DEFAULT_SIMULATOR_FAULTS = Faults(
     install_failure_rate=0.05,
     outsider_rate=0.02,
 )
-
-#: What an accepted billing request makes billing wish for (the others keep the wish).
-_WISH_OF = {"suspend": "suspended", "resume": "active", "close": "closed"}
-#: Billing's actions on an opened service, with weights (close is terminal: rarer).
-_ACTIONS = {"suspend": 4.0, "resume": 3.0, "close": 0.7, "reboot": 2.0, "reinstall": 2.0}
-#: Seconds two readings of the virtual clock may differ by through float rounding.
-_EPSILON = 1e-6
-#: States in which a service may start an OS install (a reinstall starts it before
-#: moving on to ``installing_os``).
-_INSTALLING = frozenset({"reinstalling", "installing_os"})
-#: States whose recorded server may already be someone else's.
-_LET_GO = frozenset({"terminating", "closed"})
-
-
-class SimulationError(Dci6BridgeError):
-    """The simulation itself could not go on (an actor blocked outside the scheduler)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -316,305 +298,13 @@ class SimulationResult:
 # --------------------------------------------------------------------------- actors
 
 
-class _Stop(BaseException):
-    """Unwinds an actor's thread at the end of a run."""
-
-
-@attrs.frozen
-class _Message:
-    """What an actor says when it hands control back."""
-
-    kind: str  # hit, sleep, idle, done, crashed, stopped, error
-    point: str = ""
-    seconds: float = 0.0
-    error: BaseException | None = None
-
-
-#: What an actor says when its thread ends.
-_FINAL = frozenset({"done", "crashed", "stopped", "error"})
-
-
-class _Fiber:
-    """A function run in its own thread one slice at a time: :meth:`switch` runs it
-    until it calls :meth:`pause` (or returns); exactly one of the two threads runs."""
-
-    def __init__(self, name: str, body: Callable[[], None], timeout: float) -> None:
-        self.name = name
-        self._timeout = timeout
-        self._body = body
-        self._go = threading.Semaphore(0)
-        self._back = threading.Semaphore(0)
-        self._reply = "go"
-        self._message = _Message("done")
-        self._thread = threading.Thread(target=self._main, name=f"sim-{name}", daemon=True)
-        self.started = False
-        self.finished = False
-        #: switched to and not back yet (only after a timeout, seen from outside)
-        self.running = False
-
-    def _main(self) -> None:
-        self._go.acquire()
-        try:
-            self._check_reply("start")
-            self._body()
-            message = _Message("done")
-        except FailpointCrash as exc:
-            message = _Message("crashed", point=exc.point)
-        except _Stop:
-            message = _Message("stopped")
-        except BaseException as exc:  # reported as a finding, never swallowed
-            message = _Message("error", error=exc)
-        self.finished = True
-        self._message = message
-        self._back.release()
-
-    def switch(self, reply: str = "go") -> _Message:
-        """Run the fiber until it pauses; ``reply`` is what its pending :meth:`pause`
-        does: ``go`` returns, ``crash`` raises ``FailpointCrash``, ``stop`` unwinds."""
-        if self.finished:
-            raise SimulationError(f"actor {self.name} has finished")
-        self._reply = reply
-        if not self.started:
-            self.started = True
-            self._thread.start()
-        self._go.release()
-        self.running = True
-        if not self._back.acquire(timeout=self._timeout):
-            # left running: stopping it would only wait for it again
-            raise SimulationError(
-                f"actor {self.name} ran {self._timeout:g} s of real time without "
-                "yielding: it blocked outside the simulation"
-            )
-        self.running = False
-        message = self._message
-        if message.kind in _FINAL:
-            self._thread.join(timeout=self._timeout)
-        return message
-
-    def pause(self, message: _Message) -> None:
-        """Hand control back to the scheduler (called in the fiber's own thread)."""
-        self._message = message
-        self._back.release()
-        self._go.acquire()
-        self._check_reply(message.point)
-
-    def _check_reply(self, point: str) -> None:
-        if self._reply == "crash":
-            raise FailpointCrash(point)
-        if self._reply == "stop":
-            raise _Stop()
-
-
-class _Hooks(Failpoints):
-    """Failpoints that yield to the scheduler at every point the orchestrator passes."""
-
-    def __init__(self, fiber: Callable[[], _Fiber]) -> None:
-        super().__init__()
-        self._fiber = fiber
-
-    def hit(self, point: str) -> None:
-        """Yield at ``point``; the scheduler may crash the actor here."""
-        self._fiber().pause(_Message("hit", point=point))
-
-
 @attrs.define
 class _Actor:
     name: str
     kind: str  # worker or billing
-    fiber: _Fiber
+    fiber: Fiber
     wake_at: float
     idle: bool = False
-
-
-# --------------------------------------------------------------------------- world
-
-
-def _catalog(fake: FakeDCImanager) -> Catalog:
-    """Two data centers (one per simulator location), a module in each (the first
-    sorts first), one tariff sold by both."""
-    centers = [DataCenter(name=f"DC{n}", location_id=n, sort=n) for n in (1, 2)]
-    modules = [
-        ProcessingModule(
-            name=f"dci-{dc.location_id}",
-            data_center=dc,
-            url=fake.url,
-            username=fake.admin_email,
-            password=fake.admin_password,
-            department=f"Support-{dc.location_id}",
-            sort=dc.sort,
-        )
-        for dc in centers
-    ]
-    tariff = Tariff(
-        name="E3",
-        configuration=CONFIGURATION,
-        os_templates=OS_TEMPLATES,
-        modules=tuple(m.name for m in modules),
-    )
-    return Catalog(data_centers=centers, modules=modules, tariffs=[tariff])
-
-
-def _orders(config: SimulationConfig) -> list[Order]:
-    out = []
-    customer = 0
-    for i in range(config.orders):
-        every = config.shared_customer_every
-        if not (every and i and i % every == 0):
-            customer += 1
-        out.append(
-            Order(
-                service_id=f"SIM-{i:03d}",
-                tariff="E3",
-                os_template=OS_TEMPLATES[0],
-                customer_email=f"customer{customer}@example.com",
-            )
-        )
-    return out
-
-
-@attrs.define
-class _Billing:
-    """Billing's side: its script, drawn from its own RNG as the run goes."""
-
-    prov: Provisioner
-    orders: list[Order]
-    config: SimulationConfig
-    rng: random.Random
-    note: Callable[[str], None]
-    sleep: Callable[[float], object]
-    wishes: dict[str, str] = attrs.field(factory=dict)
-    accepted: dict[str, list[tuple[str, str]]] = attrs.field(factory=dict)
-    counts: collections.Counter[str] = attrs.field(factory=collections.Counter)
-    errors: list[Violation] = attrs.field(factory=list)
-
-    def __call__(self) -> None:
-        pending = list(self.orders)
-        opened: list[str] = []
-        n = 0
-        while pending or n < self.config.requests:
-            self.sleep(self.rng.expovariate(1.0 / self.config.request_gap))
-            # opens come first on average, but requests start while orders still arrive
-            if pending and (not opened or self.rng.random() < 0.6 or n >= self.config.requests):
-                order = pending.pop(0)
-                self._open(order)
-                opened.append(order.service_id)
-                continue
-            failed = [sid for sid in opened if self._state(sid) == "failed"]
-            if failed and self.rng.random() < 0.5:
-                # the operator looks at the department task and retries
-                self._send(self.rng.choice(failed), "retry", f"r{n}", replay=False)
-            else:
-                self._request(self._aim(opened), n)
-            n += 1
-
-    def _open(self, order: Order) -> None:
-        self._retrying(f"open {order.service_id}", lambda: self.prov.open(order))
-        self.wishes[order.service_id] = "active"
-        self.counts["opened"] += 1
-        if self.rng.random() < 0.1:
-            # billing's retry of a timed-out open: the same service comes back
-            self._retrying(f"open {order.service_id} again", lambda: self.prov.open(order))
-            self.counts["reopened"] += 1
-        if self.rng.random() < 0.05:
-            other = attrs.evolve(order, os_template=OS_TEMPLATES[1])
-            try:
-                self.prov.open(other)
-            except SpecMismatch:
-                self.counts["mismatch"] += 1
-            else:
-                self._error(order.service_id, "an open with another order was accepted")
-
-    def _state(self, sid: str) -> str | None:
-        row = self.prov.store.get(sid)
-        return None if row is None else row.state
-
-    def _retrying(self, what: str, call: Callable[[], object]) -> object:
-        """Billing repeats a call that died after writing (its process crashed, or the
-        answer was lost) until it returns: the same request, the same id."""
-        for _ in range(100):
-            try:
-                return call()
-            except FailpointCrash as exc:
-                self.counts["billing_crashes"] += 1
-                self.note(f"crashed at {exc.point} during {what}; repeating")
-        raise SimulationError(f"billing: {what} crashed 100 times")
-
-    def _aim(self, opened: list[str]) -> str:
-        """Half the time a service a worker holds right now: the race under test."""
-        if self.rng.random() < 0.5:
-            store = self.prov.store
-            now = store.now()
-            held = [
-                row.service_id
-                for row in store.services()
-                if row.service_id in opened
-                and row.lease_owner is not None
-                and row.lease_until > now
-            ]
-            if held:
-                self.counts["aimed"] += 1
-                return self.rng.choice(held)
-        return self.rng.choice(opened)
-
-    def _request(self, sid: str, n: int) -> None:
-        past = self.accepted.get(sid, [])
-        roll = self.rng.random()
-        row = self.prov.store.get(sid)
-        if past and roll < 0.08:
-            request_id, action = self.rng.choice(past)
-            self._send(sid, action, request_id, replay=True)
-            return
-        if past and roll < 0.11:
-            request_id, action = self.rng.choice(past)
-            other = "resume" if action != "resume" else "suspend"
-            self.counts["sent"] += 1
-            try:
-                self._call(sid, other, request_id)
-            except SpecMismatch:
-                self.counts["mismatch"] += 1
-            except FailpointCrash:
-                self._error(sid, f"request id {request_id} reused for {other} was written")
-            else:
-                self._error(sid, f"request id {request_id} reused for {other} was accepted")
-            return
-        action = self.rng.choices(list(_ACTIONS), weights=list(_ACTIONS.values()))[0]
-        if (
-            row is not None
-            and row.state == row.desired == "active"
-            and not row.data.get("action")
-            and roll < 0.6
-        ):
-            action = self.rng.choice(["reboot", "reinstall"])
-        self._send(sid, action, f"r{n}", replay=False)
-
-    def _call(self, sid: str, action: str, request_id: str) -> object:
-        if action == "reinstall":
-            return self.prov.reinstall(sid, OS_TEMPLATES[1], request_id=request_id)
-        method: Callable[..., object] = getattr(self.prov, action)
-        return method(sid, request_id=request_id)
-
-    def _send(self, sid: str, action: str, request_id: str, *, replay: bool) -> None:
-        self.counts["sent"] += 1
-        try:
-            self._retrying(
-                f"{action} {sid} ({request_id})", lambda: self._call(sid, action, request_id)
-            )
-        except InvalidRequest:
-            self.counts["rejected"] += 1
-            return
-        except Exception as exc:
-            self._error(sid, f"{action} ({request_id}) raised {type(exc).__name__}: {exc}")
-            return
-        if replay:
-            self.counts["replayed"] += 1
-            return
-        self.counts[f"accepted_{action}"] += 1
-        self.accepted.setdefault(sid, []).append((request_id, action))
-        if action in _WISH_OF:
-            self.wishes[sid] = _WISH_OF[action]
-
-    def _error(self, sid: str, message: str) -> None:
-        self.errors.append(Violation("E", sid, f"billing: {message}"))
 
 
 class _Run:
@@ -639,8 +329,8 @@ class _Run:
         clock: Any = self.fake.clock
         self.clock = clock
         self.start = clock.now()
-        self.catalog = _catalog(self.fake)
-        self.orders = _orders(config)
+        self.catalog = catalog(self.fake)
+        self.orders = orders(config.orders, config.shared_customer_every)
         if config.store is not None:
             self.store = config.store(clock.now)
         else:
@@ -663,7 +353,7 @@ class _Run:
 
     def _sleep_of(self, actor: Callable[[], _Actor]) -> Callable[[float], None]:
         def sleep(seconds: float) -> None:
-            actor().fiber.pause(_Message("sleep", seconds=max(0.0, float(seconds))))
+            actor().fiber.pause(Message("sleep", seconds=max(0.0, float(seconds))))
 
         return sleep
 
@@ -695,7 +385,7 @@ class _Run:
             poll_interval=self.config.poll_interval,
             max_attempts=self.config.max_attempts,
             on_event=self._delivered_then_maybe_die,
-            failpoints=_Hooks(lambda: actor().fiber),
+            failpoints=Hooks(lambda: actor().fiber),
             unsafe_skip_readback=self.config.unsafe_skip_readback,
         )
 
@@ -710,8 +400,8 @@ class _Run:
             self.counts["event_crashes"] += 1
             raise FailpointCrash("after:billing.event")
 
-    def _fiber(self, name: str, body: Callable[[], None]) -> _Fiber:
-        return _Fiber(name, body, self.config.real_timeout_s)
+    def _fiber(self, name: str, body: Callable[[], None]) -> Fiber:
+        return Fiber(name, body, self.config.real_timeout_s)
 
     def _new_worker(self, slot: int) -> _Actor:
         base = f"w{slot}"
@@ -738,20 +428,21 @@ class _Run:
                     worked = 0
                 if not worked:
                     holder[0].idle = True
-                    holder[0].fiber.pause(_Message("idle", seconds=self.config.idle_sleep))
+                    holder[0].fiber.pause(Message("idle", seconds=self.config.idle_sleep))
                     holder[0].idle = False
 
         actor = _Actor(name, "worker", self._fiber(name, body), self.clock.now())
         holder.append(actor)
         return actor
 
-    def _new_billing(self) -> tuple[_Actor, _Billing]:
+    def _new_billing(self) -> tuple[_Actor, Billing]:
         holder: list[_Actor] = []
         prov = self._provisioner("billing", lambda: holder[0])
-        billing = _Billing(
+        billing = Billing(
             prov,
             self.orders,
-            self.config,
+            self.config.requests,
+            self.config.request_gap,
             random.Random(f"{self.seed}:billing"),
             note=lambda what: self._note("billing", what),
             sleep=self._sleep_of(lambda: holder[0]),
@@ -833,9 +524,10 @@ class _Run:
 
     def _hit(self, actor: _Actor, point: str) -> None:
         if point.startswith("after:store.transition") or point == "after:store.reserve_server":
-            self._check_claims(point)
+            self.violations += shared_servers(self.store, self._where(point))
         if point == "after:store.transition:active":
-            self._check_active(point)
+            emails = {o.service_id: o.customer_email.strip().lower() for o in self.orders}
+            self.violations += active_not_ready(self.store, self.fake, emails, self._where(point))
         if actor.kind == "billing":
             if self.dice.random() < self.faults.billing_crash:
                 self._step(actor, "crash")
@@ -850,56 +542,14 @@ class _Run:
             self._note(actor.name, f"STALL {stall:.1f}")
             actor.wake_at = self.clock.now() + stall
 
-    def _check_active(self, point: str) -> None:
-        """Active means ready, the moment a service becomes active (and for every other
-        active one then): its server is owned by its customer and its last operation
-        ended well (no install still running or failed)."""
-        emails = {o.service_id: o.customer_email.strip().lower() for o in self.orders}
-        servers = self.fake.state.servers
-        for row in self.store.services(["active"]):
-            server = servers.get(row.server_id) if row.server_id is not None else None
-            owner = (server.owner_email or "").lower() if server is not None else None
-            if server is None or owner != emails.get(row.service_id):
-                problem = f"server {row.server_id} is owned by {owner!r}"
-            elif server.operation_status != "ok":
-                problem = (
-                    f"server {row.server_id}'s {server.operation_kind} operation is "
-                    f"{server.operation_status}"
-                )
-            else:
-                continue
-            self.violations.append(
-                Violation(
-                    "I1",
-                    row.service_id,
-                    f"step {len(self.trace) - 1} ({point}): active, but {problem}",
-                )
-            )
+    def _where(self, point: str) -> str:
+        return f"step {len(self.trace) - 1} ({point})"
 
     def _crash_probability(self, point: str) -> float:
         for pattern, probability in self.faults.crash_at.items():
             if fnmatch.fnmatchcase(point, pattern):
                 return probability
         return self.faults.crash
-
-    def _check_claims(self, point: str) -> None:
-        """Store-side I3 at every step that may change it: no server recorded by two
-        services that use it (a terminating service keeps recording the server it has
-        already given back, which another may take)."""
-        holders: dict[int, list[str]] = collections.defaultdict(list)
-        for row in self.store.services():
-            if row.server_id is not None and row.state not in _LET_GO:
-                holders[row.server_id].append(row.service_id)
-        for server_id, sids in sorted(holders.items()):
-            if len(sids) > 1:
-                self.violations.append(
-                    Violation(
-                        "I3",
-                        sids[0],
-                        f"step {len(self.trace) - 1} ({point}): server {server_id} recorded "
-                        f"by {sorted(sids)}",
-                    )
-                )
 
     def _replace(self, actor: _Actor) -> None:
         index = self.actors.index(actor)
@@ -947,7 +597,7 @@ class _Run:
                     if not prov.deliver_events(limit=1000):
                         break
 
-    def _judge(self, billing: _Billing, settled: bool) -> SimulationResult:
+    def _judge(self, billing: Billing, settled: bool) -> SimulationResult:
         emails = {o.service_id: o.customer_email.lower() for o in self.orders}
         truth = RemoteTruth.from_fake(self.fake)
         report = check_invariants(
@@ -968,15 +618,18 @@ class _Run:
         violations += check_requests(
             self.store, attrs.evolve(truth, owners=owners), billing.wishes, customer_emails=emails
         )
-        violations += self._check_events()
-        violations += self._check_installs()
+        service_ids = [o.service_id for o in self.orders]
+        violations += deliveries(self.store, service_ids, self.deliveries)
+        violations += install_stays(self.store, self.fake.state.installs, self.start)
         self.counts.update(billing.counts)
         self.counts["workers_started"] = sum(self.incarnations.values())
         self.counts["events_delivered"] = len(self.deliveries)
         self.counts["virtual_seconds"] = int(self.clock.now() - self.start)
         for row in self.store.services():
             self.counts[f"final_{row.state}"] += 1
-        history = {sid: format_history(self.store, sid) for sid in self._offenders(violations)}
+        history = {
+            sid: format_history(self.store, sid) for sid in offenders(self.store, violations)
+        }
         # the outcome is part of what must replay, not only the schedule
         for row in self.store.services():
             self._note(
@@ -997,104 +650,6 @@ class _Run:
             counts=dict(self.counts),
             history=history,
         )
-
-    def _offenders(self, violations: list[Violation], limit: int = 3) -> list[str]:
-        """The first ``limit`` services a violation names, each followed by the other
-        services that once recorded its server (the culprit is often one of those)."""
-        named: dict[str, None] = {}
-        for v in violations:
-            if v.service_id is not None:
-                named.setdefault(v.service_id, None)
-        out: dict[str, None] = {}
-        for sid in list(named)[:limit]:
-            out.setdefault(sid, None)
-            row = self.store.get(sid)
-            if row is None or row.server_id is None:
-                continue
-            for other in self.store.services():
-                if other.service_id != sid and any(
-                    row.server_id in (t.detail.get("server_id"), t.detail.get("released_claim"))
-                    for t in self.store.history(other.service_id)
-                ):
-                    out.setdefault(other.service_id, None)
-        return list(out)
-
-    def _check_installs(self) -> list[Violation]:
-        """I4 per install, in place of counting installs per owner (two services of
-        one customer may hold one server one after the other): every OS install
-        started in DCImanager falls in a stay of a service on that server in
-        ``reinstalling`` / ``installing_os`` (from the transition in to the transition
-        out), and no stay holds two."""
-        stays: dict[int, list[tuple[float, float, str]]] = collections.defaultdict(list)
-        for row in self.store.services():
-            server: int | None = None
-            began: float | None = None
-            for t in self.store.history(row.service_id):
-                if t.detail.get("server_id") is not None:
-                    server = int(t.detail["server_id"])
-                if t.to_state in _INSTALLING and began is None:
-                    began = t.at
-                elif t.to_state not in _INSTALLING and began is not None:
-                    if server is not None:
-                        stays[server].append((began, t.at, row.service_id))
-                    began = None
-            if began is not None and server is not None:
-                stays[server].append((began, float("inf"), row.service_id))
-        out: list[Violation] = []
-        per_stay: collections.Counter[tuple[str, float]] = collections.Counter()
-        for install in self.fake.state.installs:
-            when = install.started_at
-            # transition times are the store clock carried forward by the worker:
-            # equal to the simulator's clock up to rounding
-            holders = [
-                (sid, start)
-                for start, end, sid in stays.get(install.server_id, ())
-                if start - _EPSILON <= when <= end + _EPSILON
-            ]
-            if not holders:
-                out.append(
-                    Violation(
-                        "I4",
-                        None,
-                        f"OS install on server {install.server_id} at "
-                        f"t={when - self.start:.3f} (owner {install.owner_email!r}) was "
-                        "started outside every installing stay on that server",
-                    )
-                )
-            per_stay.update(holders)
-        for (sid, start), n in sorted(per_stay.items()):
-            if n > 1:
-                out.append(
-                    Violation(
-                        "I4",
-                        sid,
-                        f"{n} OS installs in one installing stay (from t={start - self.start:.3f})",
-                    )
-                )
-        return out
-
-    def _check_events(self) -> list[Violation]:
-        """I6: each event a history calls for was delivered, always with one event id,
-        and nothing else was."""
-        out: list[Violation] = []
-        ids: dict[tuple[str, int, str], set[str]] = collections.defaultdict(set)
-        for event_id, sid, version, kind in self.deliveries:
-            ids[(sid, version, kind)].add(event_id)
-        want = {
-            (o.service_id, version, kind)
-            for o in self.orders
-            for version, kind in expected_events(self.store.history(o.service_id))
-        }
-        for key in sorted(want - set(ids)):
-            out.append(Violation("I6", key[0], f"v{key[1]} {key[2]!r} event never delivered"))
-        for key in sorted(set(ids) - want):
-            out.append(
-                Violation("I6", key[0], f"v{key[1]} {key[2]!r} delivered, no such transition")
-            )
-        for key, got in sorted(ids.items()):
-            if len(got) > 1:
-                out.append(Violation("I6", key[0], f"v{key[1]} {key[2]!r} under ids {sorted(got)}"))
-        return out
 
 
 def run_many(
