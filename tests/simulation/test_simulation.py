@@ -205,7 +205,8 @@ def test_without_fencing_the_simulation_finds_lost_transitions() -> None:
     message = result.failure_message()
     assert f"DCI6BRIDGE_SIM_SEED={seed}" in message
     assert "history of SIM-" in message
-    assert "trace tail" in message
+    assert f"trace tail (40 of {len(result.trace)} steps)" in message
+    assert "trace tail (0 of" in result.failure_message(tail=0)
     again = run_simulation(seed, SimulationConfig(unsafe_disable_fencing=True))
     assert again.digest == result.digest
     assert again.violations == result.violations
@@ -248,6 +249,8 @@ def test_bad_settings_name_the_field_and_value() -> None:
         FaultPlan(stall_leases=0.5)
     with pytest.raises(ConfigError, match=r"SimulationConfig\.workers: 0 "):
         SimulationConfig(workers=0)
+    with pytest.raises(ConfigError, match=r"SimulationConfig\.servers_per_location: 0 "):
+        SimulationConfig(servers_per_location=0)
     with pytest.raises(ConfigError, match=r"SimulationConfig\.lease_ttl: 'x'"):
         SimulationConfig(lease_ttl="x")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"FaultPlan\.crash_at: 'after:nothing' matches no"):

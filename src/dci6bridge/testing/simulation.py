@@ -219,7 +219,10 @@ class SimulationConfig:
     workers: int = attrs.field(default=4, validator=_positive("workers", 1, integer=True))
     requests: int = attrs.field(default=20, validator=_positive("requests", 0, integer=True))
     request_gap: float = attrs.field(default=8.0, validator=_positive("request_gap", 0.0))
-    servers_per_location: int | None = None
+    servers_per_location: int | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(_positive("servers_per_location", 1, integer=True)),
+    )
     shared_customer_every: int = attrs.field(
         default=3, validator=_positive("shared_customer_every", 0, integer=True)
     )
@@ -282,13 +285,15 @@ class SimulationResult:
         the trace and the history of each offending service."""
         lines = [
             self.summary(),
-            f"replay: DCI6BRIDGE_SIM_SEED={self.seed}",
+            f"replay: run_simulation({self.seed}, <same config and faults>); with the "
+            f"defaults, DCI6BRIDGE_SIM_SEED={self.seed} pytest tests/simulation -k test_seeds",
             *(f"  {v}" for v in self.violations[:30]),
         ]
         if len(self.violations) > 30:
             lines.append(f"  ... and {len(self.violations) - 30} more")
-        lines.append(f"trace tail ({min(tail, len(self.trace))} of {len(self.trace)} steps):")
-        lines += [f"  {step}" for step in self.trace[-tail:]]
+        shown = self.trace[max(0, len(self.trace) - tail) :]
+        lines.append(f"trace tail ({len(shown)} of {len(self.trace)} steps):")
+        lines += [f"  {step}" for step in shown]
         for sid, text in self.history.items():
             lines.append(f"history of {sid}:")
             lines.append(text)
