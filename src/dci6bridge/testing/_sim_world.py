@@ -43,18 +43,18 @@ def catalog(fake: FakeDCImanager) -> Catalog:
 def orders(count: int, shared_customer_every: int) -> list[Order]:
     """``count`` orders of the tariff; every ``shared_customer_every``-th reuses the
     previous order's customer (``0``: one customer per order)."""
-    out = []
-    customer = 0
-    for i in range(count):
-        every = shared_customer_every
-        if not (every and i and i % every == 0):
-            customer += 1
-        out.append(
-            Order(
-                service_id=f"SIM-{i:03d}",
-                tariff="E3",
-                os_template=OS_TEMPLATES[0],
-                customer_email=f"customer{customer}@example.com",
-            )
+    every = shared_customer_every
+
+    def customer(i: int) -> int:
+        # one new customer per order, less one for each reuse so far
+        return i + 1 - (i // every if every else 0)
+
+    return [
+        Order(
+            service_id=f"SIM-{i:03d}",
+            tariff="E3",
+            os_template=OS_TEMPLATES[0],
+            customer_email=f"customer{customer(i)}@example.com",
         )
-    return out
+        for i in range(count)
+    ]
