@@ -18,7 +18,7 @@ import attrs
 import pytest
 
 from dci6bridge.errors import ConfigError, SimulationError
-from dci6bridge.stores import SQLiteStore
+from dci6bridge.stores import SQLiteStore, open_store
 from dci6bridge.testing import Faults
 from dci6bridge.testing.simulation import (
     FaultPlan,
@@ -280,3 +280,13 @@ def test_an_actor_blocking_outside_the_simulation_stops_the_run() -> None:
     with pytest.raises(SimulationError, match="blocked outside the simulation"):
         run_simulation(0, SimulationConfig(real_timeout_s=0.2), blocking)
     assert time.perf_counter() - started < 1.5
+
+
+@pytest.mark.postgres
+def test_the_postgres_store_replays_the_memory_store_run(pg_store_url: str) -> None:
+    """The same through PostgreSQL on the simulation's clock: one connection per actor
+    thread, the same decisions, the same digest as the memory store."""
+    config = SimulationConfig(store=lambda clock: open_store(pg_store_url, clock=clock))
+    on_postgres = run_simulation(11, config)
+    _assert_ok(on_postgres)
+    assert on_postgres.digest == run_simulation(11).digest
