@@ -257,6 +257,8 @@ def test_bad_settings_name_the_field_and_value() -> None:
         FaultPlan(crash_at={"after:nothing": 0.5})
     with pytest.raises(ConfigError, match=r"FaultPlan\.crash_at\['before:\*'\]: 2"):
         FaultPlan(crash_at={"before:*": 2})
+    with pytest.raises(ConfigError, match=r"FaultPlan\.stall_at: 'before:x' matches no"):
+        FaultPlan(stall_at={"before:x": 0.5})
     with pytest.raises(ConfigError, match=r"seed: '3' is not an int"):
         run_simulation("3")  # type: ignore[arg-type]
 

@@ -104,6 +104,31 @@ DEFAULT_SIMULATOR_FAULTS = Faults(
 )
 
 
+def _point_rules(name: str, given: Mapping[str, float]) -> list[str]:
+    """Problems of a ``{failpoint pattern: probability}`` field of :class:`FaultPlan`."""
+    problems = []
+    # checked at run time: callers may pass anything
+    rules: Sequence[tuple[object, object]] = list(given.items())
+    for pattern, chance in rules:
+        if not isinstance(pattern, str) or not any(
+            fnmatch.fnmatchcase(p, pattern) for p in FAILPOINTS
+        ):
+            problems.append(f"FaultPlan.{name}: {pattern!r} matches no failpoint")
+        if not isinstance(chance, (int, float)) or not 0.0 <= chance <= 1.0:
+            problems.append(
+                f"FaultPlan.{name}[{pattern!r}]: {chance!r} is not a probability in [0, 1]"
+            )
+    return problems
+
+
+def _chance(point: str, rules: Mapping[str, float], default: float) -> float:
+    """The probability of the first rule whose pattern matches ``point``, else ``default``."""
+    for pattern, probability in rules.items():
+        if fnmatch.fnmatchcase(point, pattern):
+            return probability
+    return default
+
+
 @attrs.frozen(kw_only=True)
 class FaultPlan:
     """The faults of a simulation, as probabilities the seed draws against.
@@ -118,6 +143,9 @@ class FaultPlan:
             written): billing's call dies there and billing repeats it, same request id.
         stall: per failpoint a worker reaches: it freezes for ``stall_leases`` lease
             lengths while the others go on.
+        stall_at: per-point stall probabilities that replace ``stall`` where they match
+            (as ``crash_at``), e.g. right before the non-idempotent calls:
+            ``{"before:users.create": 0.3, "before:servers.install_os": 0.3}``.
         stall_leases: how long a stall lasts, in lease TTLs.
         expire_sessions: per step: every DCImanager session is revoked.
         event_crash: per event billing's callback receives in a worker: the worker
@@ -130,6 +158,7 @@ class FaultPlan:
     crash_at: Mapping[str, float] = attrs.field(factory=dict, converter=dict)
     billing_crash: float = 0.05
     stall: float = 0.003
+    stall_at: Mapping[str, float] = attrs.field(factory=dict, converter=dict)
     stall_leases: float = 1.5
     expire_sessions: float = 0.001
     event_crash: float = 0.05
@@ -142,17 +171,8 @@ class FaultPlan:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 problems.append(f"FaultPlan.{name}: {value!r} is not a probability in [0, 1]")
-        # checked at run time: callers may pass anything
-        rules: Sequence[tuple[object, object]] = list(self.crash_at.items())
-        for pattern, chance in rules:
-            if not isinstance(pattern, str) or not any(
-                fnmatch.fnmatchcase(p, pattern) for p in FAILPOINTS
-            ):
-                problems.append(f"FaultPlan.crash_at: {pattern!r} matches no failpoint")
-            if not isinstance(chance, (int, float)) or not 0.0 <= chance <= 1.0:
-                problems.append(
-                    f"FaultPlan.crash_at[{pattern!r}]: {chance!r} is not a probability in [0, 1]"
-                )
+        problems += _point_rules("crash_at", self.crash_at)
+        problems += _point_rules("stall_at", self.stall_at)
         stall: object = self.stall_leases
         if not isinstance(stall, (int, float)) or stall <= 1.0:
             problems.append(f"FaultPlan.stall_leases: {stall!r} must be above 1 (past the lease)")
@@ -537,11 +557,11 @@ class _Run:
             if self.dice.random() < self.faults.billing_crash:
                 self._step(actor, "crash")
             return
-        if self.dice.random() < self._crash_probability(point):
+        if self.dice.random() < _chance(point, self.faults.crash_at, self.faults.crash):
             self.counts["crashes"] += 1
             self._step(actor, "crash")
             return
-        if self.dice.random() < self.faults.stall:
+        if self.dice.random() < _chance(point, self.faults.stall_at, self.faults.stall):
             self.counts["stalls"] += 1
             stall = self.faults.stall_leases * self.config.lease_ttl
             self._note(actor.name, f"STALL {stall:.1f}")
@@ -549,12 +569,6 @@ class _Run:
 
     def _where(self, point: str) -> str:
         return f"step {len(self.trace) - 1} ({point})"
-
-    def _crash_probability(self, point: str) -> float:
-        for pattern, probability in self.faults.crash_at.items():
-            if fnmatch.fnmatchcase(point, pattern):
-                return probability
-        return self.faults.crash
 
     def _replace(self, actor: _Actor) -> None:
         index = self.actors.index(actor)
