@@ -370,7 +370,6 @@ class _Run:
         self.deliveries: list[tuple[str, str, int, str]] = []
         self.actors: list[_Actor] = []
         self.incarnations: collections.Counter[str] = collections.Counter()
-        self.current: _Actor | None = None
 
     # ------------------------------------------------------------------ building actors
     def _note(self, actor: str, what: str) -> None:
