@@ -21,6 +21,7 @@ from dci6bridge.errors import ConfigError, SimulationError
 from dci6bridge.stores import SQLiteStore, open_store
 from dci6bridge.testing import Faults
 from dci6bridge.testing.simulation import (
+    DEFAULT_SIMULATOR_FAULTS,
     FaultPlan,
     SimulationConfig,
     SimulationResult,
@@ -80,6 +81,32 @@ FOUND: dict[str, Found] = {
         "an ACTIVE service loses its server (fixed: close touches the server only while "
         "the service holds its reservation)",
         fixed=True,
+    ),
+    "closed-service-keeps-an-outsiders-server-reserved": Found(
+        # 1 of seeds 0-159 shows it
+        seeds=(128,),
+        config=SimulationConfig(
+            orders=8, shared_customer_every=1, servers_per_location=2, requests=30, request_gap=4.0
+        ),
+        faults=FaultPlan(crash=0.03),
+        shows="closed but still reserves a server",
+        why="an outsider takes the server while the service assigns it; the service is "
+        "closed before it moves on; terminating sees the server owned by someone else "
+        "and keeps the reservation ('kept_claim'), so a closed service holds a "
+        "reservation for ever and the server is never ours to take again",
+    ),
+    "taken-server-released-before-the-move-is-written": Found(
+        # 1 of seeds 0-159 shows it
+        seeds=(34,),
+        config=SimulationConfig(orders=6, requests=30, request_gap=3.0),
+        faults=FaultPlan(
+            simulator=attrs.evolve(DEFAULT_SIMULATOR_FAULTS, outsider_rate=0.3),
+        ),
+        shows="server 1 recorded by ['SIM-004', 'SIM-005']",
+        why="when set_owner finds the server taken, _taken releases the reservation at "
+        "once but the move back to claiming_server (server_id None) is only queued: "
+        "until it is written (or for ever, after a crash) the store shows SIM-005 in "
+        "assigning_owner on server 1 while SIM-004 holds its reservation",
     ),
 }
 
