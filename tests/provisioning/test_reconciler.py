@@ -56,7 +56,7 @@ def test_orphan_server_is_reported(
     assert fake.state.servers[spare.id].owner_email == "jane@example.com"
 
 
-def test_stale_reservation_of_a_closed_service_is_released(
+def test_close_lets_go_of_a_server_someone_else_took(
     prov: Provisioner, fake: FakeDCImanager, new_order: NewOrder, drive: Drive
 ) -> None:
     prov.open(new_order())
@@ -68,16 +68,43 @@ def test_stale_reservation_of_a_closed_service_is_released(
     prov.close("S1")
     drive(prov)
     assert prov.get("S1").status is ServiceStatus.CLOSED
-    # not ours any more, so close left it alone, and kept the reservation
+    # not ours any more: close leaves the server alone and drops its reservation
     assert fake.state.servers[sid].owner_email == "someone@else.example"
-    assert prov.store.server_claims() == {sid: "S1"}
+    assert prov.store.server_claims() == {}
+    [closed] = [h for h in prov.history("S1") if h.to_state == "closed"]
+    assert closed.detail["released_claim"] == sid
+    assert closed.detail["owner"] == "someone@else.example"
     assert prov.reconcile().released_claims == ()
-    fake.modify_server(sid, owner_id=None)
+
+
+def test_stale_reservation_of_a_failed_service_is_released(
+    make_prov: Callable[..., Provisioner],
+    fake: FakeDCImanager,
+    new_order: NewOrder,
+    drive: Drive,
+) -> None:
+    """A service that failed before its server was handed over keeps the reservation
+    (retries exhausted on the owner assignment here); the reconciler has it dropped
+    once the server reads back without an owner."""
+    prov = make_prov(max_attempts=2)
+    fake.set_faults(unavailable_routes=frozenset({"servers.set_owner"}))
+    fake.fail_next(10_000)  # outlasts the client's own retries and the worker's attempts
+    prov.open(new_order())
+    drive(prov)
+    row = prov.store.get("S1")
+    assert row is not None
+    assert (row.state, row.failed_from) == ("failed", "assigning_owner")
+    sid = row.server_id
+    assert sid is not None
+    assert prov.store.server_claims() == {sid: "S1"}
+    assert fake.state.servers[sid].owner_email is None
     report = prov.reconcile()
     assert report.released_claims == (sid,)
     drive(prov)
     assert prov.store.server_claims() == {}
-    assert prov.get("S1").status is ServiceStatus.CLOSED
+    row = prov.store.get("S1")
+    assert row is not None
+    assert (row.state, row.server_id, row.failed_from) == ("failed", None, "claiming_server")
 
 
 def test_a_server_taken_after_active_is_reported_not_touched(

@@ -93,7 +93,9 @@ FOUND: dict[str, Found] = {
         why="an outsider takes the server while the service assigns it; the service is "
         "closed before it moves on; terminating sees the server owned by someone else "
         "and keeps the reservation ('kept_claim'), so a closed service holds a "
-        "reservation for ever and the server is never ours to take again",
+        "reservation for ever and the server is never ours to take again (fixed: close "
+        "drops the reservation of a server that is someone else's)",
+        fixed=True,
     ),
     "taken-server-released-before-the-move-is-written": Found(
         # 1 of seeds 0-159 shows it
@@ -106,7 +108,9 @@ FOUND: dict[str, Found] = {
         why="when set_owner finds the server taken, _taken releases the reservation at "
         "once but the move back to claiming_server (server_id None) is only queued: "
         "until it is written (or for ever, after a crash) the store shows SIM-005 in "
-        "assigning_owner on server 1 while SIM-004 holds its reservation",
+        "assigning_owner on server 1 while SIM-004 holds its reservation (fixed: the "
+        "move records release_claim and the reservation is dropped after it is written)",
+        fixed=True,
     ),
 }
 

@@ -13,8 +13,8 @@ takes them). The sweep covers what leases cannot see (``reference/durability.md`
   operator took it, or released it): reported, with a ``server_lost`` task, never touched;
 * **unused users** — DCImanager users this library created (marked ``[dci6bridge]``)
   that own nothing and that no live service of a module on that DCImanager needs (its
-  customer has none, or none that could still pick such a module): deleted (a crash can leave one behind,
-  e.g. right after it was created for a service that was then closed);
+  customer has none, or none that could still pick such a module): deleted (a crash can
+  leave one behind, e.g. right after it was created for a service that was then closed);
 * **stale reservations** — a local reservation held by a closed or failed service whose
   server has no owner in DCImanager: handed to a worker to release (under a lease,
   fenced like every write).

@@ -546,14 +546,16 @@ def run_step(ctx: StepContext) -> Outcome:
 
 
 def _release_claim(ctx: StepContext) -> None:
-    """Reconciler's request: drop a closed or failed service's reservation of a server
-    that has no owner in DCImanager (read back here, under the lease)."""
+    """Drop this service's reservation of a server it no longer records: asked by the
+    reconciler (a closed or failed service's server without owner) or after the server
+    was taken by someone else. Read back here, under the lease: kept while the customer
+    owns the server."""
     row = ctx.row
     server_id = int(row.data["release_claim"])
     patch: dict[str, Any] = {"data": {"release_claim": None}}
     if row.module is not None:
         server = ctx.get_server(server_id)
-        if server.owner_email is None:
+        if not _owner_is(server, ctx.email):
             ctx.release_server(server_id)
             if row.state == S.FAILED.value and row.server_id == server_id:
                 # a retry must claim a server afresh
@@ -793,7 +795,10 @@ def _creating_user(ctx: StepContext) -> Outcome:
 
 
 def _taken(ctx: StepContext, server_id: int, owner: str | None) -> Outcome:
-    ctx.release_server(server_id)
+    # The reservation is dropped only after the move that forgets the server is written
+    # (``release_claim``, done first thing by the next step): dropped before, a crash or
+    # a refused write would leave the service recording a server that another service
+    # may reserve next.
     taken = int(ctx.data.get("taken") or 0) + 1
     if taken >= 2:
         # the server is someone else's: forget it, a retry claims another one
@@ -801,12 +806,12 @@ def _taken(ctx: StepContext, server_id: int, owner: str | None) -> Outcome:
             "server_taken",
             f"server {server_id} was taken by someone else ({owner or 'unknown'}) "
             "after it was reserved, for the second time",
-            patch={"server_id": None, "data": {"taken": None}},
+            patch={"server_id": None, "data": {"taken": None, "release_claim": server_id}},
             resume_at=S.CLAIMING_SERVER,
         )
     return Advance(
         S.CLAIMING_SERVER,
-        patch={"server_id": None, "data": {"taken": taken}},
+        patch={"server_id": None, "data": {"taken": taken, "release_claim": server_id}},
         detail={"server_id": server_id, "reason": "taken by someone else"},
     )
 
@@ -1138,12 +1143,17 @@ def _terminating(ctx: StepContext) -> Outcome:
             ctx.call("servers.release_owner", client.servers.release_owner, server_id)
             # release the reservation only once the remote owner is confirmed empty
             server = ctx.get_server(server_id)
-        if server.owner_email is None:
+        if server.owner_email is None or not _owner_is(server, ctx.email):
+            # free, or someone else's (taken from the customer): nothing of ours is left
+            # on it to wait for
             ctx.release_server(server_id)
             done["released_claim"] = server_id
+            if server.owner_email is not None:
+                done["owner"] = server.owner_email
         else:
+            # the owner release has not taken effect yet: the reconciler lets the
+            # reservation go once the server is free
             done["kept_claim"] = server_id
-            done["owner"] = server.owner_email
     came_from = row.data.get("closed_from")
     # The user is created before its id is recorded, from claiming_server on (the
     # creation needs no write of its own): a crash there leaves it unrecorded.
