@@ -1143,7 +1143,7 @@ def _terminating(ctx: StepContext) -> Outcome:
             ctx.call("servers.release_owner", client.servers.release_owner, server_id)
             # release the reservation only once the remote owner is confirmed empty
             server = ctx.get_server(server_id)
-        if server.owner_email is None or not _owner_is(server, ctx.email):
+        if not _owner_is(server, ctx.email):
             # free, or someone else's (taken from the customer): nothing of ours is left
             # on it to wait for
             ctx.release_server(server_id)

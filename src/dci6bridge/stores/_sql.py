@@ -144,6 +144,17 @@ class SqlStore(FencedWrites):
         )
         return {r["service_id"]: service_from_row(r) for r in rows}, tx.now()
 
+    def _insert_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> tuple[str, list[Any]]:
+        """One multi-row ``INSERT`` of ``rows`` (values of ``columns``, in order)."""
+        marks = "(" + ", ".join("?" for _ in columns) + ")"
+        return (
+            f"INSERT INTO {self._p}{table} ({', '.join(columns)}) VALUES "
+            + ", ".join(marks for _ in rows),
+            [value for row in rows for value in row],
+        )
+
     def _write_all(self, tx: Tx, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
         """Run DML statements whose results nobody reads, in order."""
         for sql, params in statements:
@@ -406,24 +417,23 @@ class SqlStore(FencedWrites):
                 return Advanced(current, reserved=False)
         writes = [self._update_sql(plan.service)]
         if plan.history:
+            sid, epoch, worker = lease.service_id, lease.epoch, lease.worker_id
             writes.append(
-                (
-                    f"INSERT INTO {self._p}transitions (service_id, version, from_state, "
-                    "to_state, epoch, worker, at, detail_json) VALUES "
-                    + ", ".join("(?, ?, ?, ?, ?, ?, ?, ?)" for _ in plan.history),
+                self._insert_rows(
+                    "transitions",
+                    (
+                        "service_id",
+                        "version",
+                        "from_state",
+                        "to_state",
+                        "epoch",
+                        "worker",
+                        "at",
+                        "detail_json",
+                    ),
                     [
-                        value
-                        for version, from_state, to_state, detail_json in plan.history
-                        for value in (
-                            lease.service_id,
-                            version,
-                            from_state,
-                            to_state,
-                            lease.epoch,
-                            lease.worker_id,
-                            now,
-                            detail_json,
-                        )
+                        (sid, version, from_state, to_state, epoch, worker, now, detail)
+                        for version, from_state, to_state, detail in plan.history
                     ],
                 )
             )
@@ -432,14 +442,12 @@ class SqlStore(FencedWrites):
             # even where the statements run as one (PostgreSQL's data-modifying CTEs
             # have no order among themselves).
             writes.append(
-                (
-                    f"INSERT INTO {self._p}outbox (service_id, version, kind, payload_json,"
-                    " attempts, available_at) VALUES "
-                    + ", ".join("(?, ?, ?, ?, 0, ?)" for _ in plan.outbox),
+                self._insert_rows(
+                    "outbox",
+                    ("service_id", "version", "kind", "payload_json", "attempts", "available_at"),
                     [
-                        value
+                        (lease.service_id, version, kind, payload_json, 0, now)
                         for version, kind, payload_json in plan.outbox
-                        for value in (lease.service_id, version, kind, payload_json, now)
                     ],
                 )
             )
