@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from dci6bridge.domain import Catalog, Order
+from dci6bridge.errors import StoreError
 from dci6bridge.provisioning import Provisioner, ServiceState
 from dci6bridge.provisioning._failpoints import Failpoints
 from dci6bridge.stores.base import AdvanceRequest, StatusStore
@@ -62,6 +63,21 @@ def catalog(catalog_for: Callable[..., Catalog]) -> Catalog:
 def fake() -> FakeDCImanager:
     # instant installs: a service goes from pending to active under one lease
     return FakeDCImanager.with_inventory(locations=2, servers_per_location=6, install_duration=0)
+
+
+def finish_after_the_leases(
+    catalog: Catalog, fake: FakeDCImanager, store: StatusStore, *sids: str
+) -> None:
+    """Once the leases ran out a new worker finishes the services by reading back: each
+    ends ACTIVE with one install."""
+    fake.clock.advance(61)
+    worker(catalog, fake, store).run_until_idle(advance=fake.clock.advance)
+    for sid in sids:
+        row = store.get(sid)
+        assert row is not None
+        assert row.state == ServiceState.ACTIVE.value
+        assert row.server_id is not None
+        assert fake.state.install_count(row.server_id) == 1
 
 
 def open_orders(prov: Provisioner, new_order: Callable[..., Order], n: int) -> None:
@@ -129,12 +145,7 @@ def test_a_last_write_whose_lease_was_lost_meanwhile_is_dropped_alone(
     # S1's writes in the same transactions were not affected; the rival finishes S0 by
     # reading the install back (one install, not two)
     assert s1.state == ServiceState.ACTIVE.value
-    fake.clock.advance(61)
-    worker(catalog, fake, store).run_until_idle(advance=fake.clock.advance)
-    s0 = store.get("S0")
-    assert s0 is not None
-    assert s0.state == ServiceState.ACTIVE.value
-    assert fake.state.install_count(s0.server_id) == 1
+    finish_after_the_leases(catalog, fake, store, "S0")
 
 
 def test_a_failed_tick_leaves_the_queued_write_to_the_next_lease(
@@ -152,23 +163,15 @@ def test_a_failed_tick_leaves_the_queued_write_to_the_next_lease(
     def fail_once(requests: Sequence[AdvanceRequest]) -> None:
         if not broken and len(requests) == 2:
             broken.append(True)
-            from dci6bridge.errors import StoreError
-
             raise StoreError("disk full")
 
     prov = worker(catalog, fake, Recording(store, fail_once))
-    with pytest.raises(Exception, match="disk full"):
+    with pytest.raises(StoreError, match="disk full"):
         prov.tick(max_services=8)
     s0 = store.get("S0")
     assert s0 is not None
     assert s0.state == ServiceState.INSTALLING_OS.value  # its last write was lost
-    fake.clock.advance(61)
-    worker(catalog, fake, store).run_until_idle(advance=fake.clock.advance)
-    for sid in ("S0", "S1"):
-        row = store.get(sid)
-        assert row is not None
-        assert row.state == ServiceState.ACTIVE.value
-        assert fake.state.install_count(row.server_id) == 1
+    finish_after_the_leases(catalog, fake, store, "S0", "S1")
 
 
 def test_a_tick_takes_the_store_clock_from_the_acquire(
