@@ -155,6 +155,29 @@ modules = ["dci-ams"]
 """
 
 
+def test_a_signal_never_takes_the_stop_event_lock(prov: Provisioner) -> None:
+    """A signal handler runs in the main thread between two bytecodes, possibly while
+    that thread holds the stop Event's lock (inside ``Event.wait``, which the idle loop
+    spends its time in): the handler must not take that lock (``Event.set`` did, and a
+    SIGTERM once hung a worker for good). It sets a flag the loop turns into a stop."""
+    worker = Worker(prov, idle_sleep=0.01, reconcile_every=0, prune_every=0)
+    returned = threading.Event()
+
+    def signal_while_the_lock_is_held() -> None:
+        with worker._stop._cond:  # type: ignore[attr-defined]  # as inside Event.wait
+            worker._on_signal(signal.SIGTERM, None)
+        returned.set()
+
+    t = threading.Thread(target=signal_while_the_lock_is_held, daemon=True)
+    t.start()
+    t.join(5)
+    assert returned.is_set(), "the signal handler blocked on the stop Event's lock"
+    assert worker.stopping
+    started = time.monotonic()
+    worker.run_forever()  # sees the flag at its first check
+    assert time.monotonic() - started < 5
+
+
 def test_worker_process_provisions_and_stops_on_sigterm(
     tmp_path: Path, new_order: NewOrder
 ) -> None:

@@ -81,6 +81,10 @@ class Worker:
         self.retention = float(retention)
         self._clock = clock
         self._stop = threading.Event()
+        # Set by a signal handler, which must not touch the Event: the handler runs in
+        # the main thread between two bytecodes, possibly while that thread holds the
+        # Event's (non-reentrant) lock inside ``wait``, and ``set`` would deadlock on it.
+        self._signalled = False
         self._last_run: dict[str, float] = {}
         self._sweep_lock = threading.Lock()
         #: services worked on since start (all threads)
@@ -90,11 +94,23 @@ class Worker:
     @property
     def stopping(self) -> bool:
         """Whether :meth:`stop` was called (or a signal received)."""
-        return self._stop.is_set()
+        return self._stop.is_set() or self._signalled
 
     def stop(self) -> None:
-        """Ask the worker to stop after the step in progress (thread- and signal-safe)."""
+        """Ask the worker to stop after the step in progress (from any thread; a signal
+        handler uses :meth:`_on_signal` instead)."""
         self._stop.set()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # Only a flag (see __init__); the loops turn it into stop() at their next check,
+        # within ``idle_sleep``. Logging takes reentrant locks only.
+        self._signalled = True
+        log.info("worker %s: signal %d, stopping", self.prov.worker_id, signum)
+
+    def _stopped(self) -> bool:
+        if self._signalled:
+            self._stop.set()
+        return self._stop.is_set()
 
     def _due(self, job: str, every: float) -> bool:
         """Whether this worker should try ``job`` now (and, if so, note that it did):
@@ -166,7 +182,7 @@ class Worker:
         return worked
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
+        while not self._stopped():
             self._periodic()
             try:
                 worked = self.prov.tick(max_services=1)
@@ -183,13 +199,8 @@ class Worker:
         when called from the main thread (and restored on return)."""
         previous: dict[signal.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():
-
-            def handle(signum: int, frame: FrameType | None) -> None:
-                log.info("worker %s: signal %d, stopping", self.prov.worker_id, signum)
-                self.stop()
-
             for sig in (signal.SIGTERM, signal.SIGINT):
-                previous[sig] = signal.signal(sig, handle)
+                previous[sig] = signal.signal(sig, self._on_signal)
         log.info(
             "worker %s: started (concurrency %d, store %s)",
             self.prov.worker_id,
