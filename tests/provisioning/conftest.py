@@ -4,7 +4,7 @@ two locations, a status store on the same clock (memory and SQLite), a provision
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +15,36 @@ from dci6bridge.provisioning import Event, Provisioner, ServiceStatus
 from dci6bridge.provisioning._failpoints import Failpoints
 from dci6bridge.provisioning.steps import Advance, run_step
 from dci6bridge.stores import MemoryStore, SQLiteStore
-from dci6bridge.stores.base import StatusStore
+from dci6bridge.stores.base import AdvanceRequest, StatusStore
 from dci6bridge.testing import FakeDCImanager
 
 CFG = "E3-1230v6-64Gb-2x480SSD"
 OTHER_CFG = "i9-9900K-64Gb-2x1024NVMe"
 INSTALL_S = 600.0
+
+
+class StoreSpy:
+    """A store that records every ``advance_many`` batch (service id, release, moves) and
+    runs ``before(requests)`` ahead of each one, if given: every worker write goes
+    through ``advance_many``."""
+
+    def __init__(
+        self, inner: StatusStore, before: Callable[[Sequence[AdvanceRequest]], None] | None = None
+    ) -> None:
+        self._inner = inner
+        self._before = before
+        self.batches: list[list[tuple[str, bool, list[str]]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def advance_many(self, requests: Sequence[AdvanceRequest]) -> Any:
+        if self._before is not None:
+            self._before(requests)
+        self.batches.append(
+            [(r.lease.service_id, r.release, [m.to for m in r.moves]) for r in requests]
+        )
+        return self._inner.advance_many(requests)
 
 
 @pytest.fixture
@@ -111,7 +135,7 @@ def make_prov(
         }
         options.update(kwargs)
         cat = options.pop("catalog", catalog)
-        p = Provisioner(cat, store, **options)
+        p = Provisioner(cat, options.pop("store", store), **options)
         made.append(p)
         return p
 

@@ -13,46 +13,25 @@ import pytest
 
 from dci6bridge.domain import Catalog, Order
 from dci6bridge.provisioning import Provisioner, ServiceState
-from dci6bridge.provisioning._failpoints import Failpoints
 from dci6bridge.stores.base import AdvanceRequest, StatusStore
 from dci6bridge.testing import FakeDCImanager
 
-from .conftest import INSTALL_S
+from .conftest import INSTALL_S, StoreSpy
 
 
-class RequestBeforeWrite:
-    """A store whose first write matching ``when`` is preceded by ``request()``."""
+class RequestOnce:
+    """Run ``request()`` before the first worker write matching ``when`` (a
+    :class:`StoreSpy` hook)."""
 
-    def __init__(
-        self, inner: StatusStore, when: Callable[[AdvanceRequest], bool], request: Callable[[], Any]
-    ) -> None:
-        self._inner = inner
+    def __init__(self, when: Callable[[AdvanceRequest], bool], request: Callable[[], Any]) -> None:
         self._when = when
         self._request = request
         self.fired = False
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def advance_many(self, requests: Sequence[AdvanceRequest]) -> Any:
-        # every worker write goes here (a lease-ending one may travel with another's)
+    def __call__(self, requests: Sequence[AdvanceRequest]) -> None:
         if not self.fired and any(self._when(r) for r in requests):
             self.fired = True
             self._request()
-        return self._inner.advance_many(requests)
-
-
-def racing_worker(catalog: Catalog, fake: FakeDCImanager, store: Any) -> Provisioner:
-    return Provisioner(
-        catalog,
-        store,
-        transport=fake.transport,
-        clock=fake.clock.now,
-        sleep=fake.clock.advance,
-        poll_interval=15.0,
-        worker_id="racer",
-        failpoints=Failpoints(),
-    )
 
 
 def _moves_to(state: str) -> Callable[[AdvanceRequest], bool]:
@@ -81,8 +60,8 @@ def test_a_request_during_the_lease_is_not_lost(
     final: ServiceState,
 ) -> None:
     billing = make_prov()
-    racing = RequestBeforeWrite(store, _moves_to(at), lambda: getattr(billing, action)("S1"))
-    worker = racing_worker(catalog, fake, racing)
+    racing = RequestOnce(_moves_to(at), lambda: getattr(billing, action)("S1"))
+    worker = make_prov(store=StoreSpy(store, racing), worker_id="racer", on_event=None)
     billing.open(new_order())
     fake.advance(0)
     worker.run_until_idle(advance=fake.clock.advance)
@@ -102,7 +81,7 @@ def test_a_request_during_the_lease_is_not_lost(
 
 
 def test_an_idle_worker_does_not_overwrite_a_new_request(
-    catalog: Catalog,
+    make_prov: Callable[..., Provisioner],
     store: StatusStore,
     fake: FakeDCImanager,
     active: Provisioner,
@@ -110,10 +89,10 @@ def test_an_idle_worker_does_not_overwrite_a_new_request(
     """An ACTIVE service found runnable (housekeeping) is written not-runnable by an idle
     worker; a suspend arriving just before that write still happens."""
     billing, sid = active, "S1"
-    racing = RequestBeforeWrite(
-        store, lambda request: request.patch == {"runnable": False}, lambda: billing.suspend(sid)
+    racing = RequestOnce(
+        lambda request: request.patch == {"runnable": False}, lambda: billing.suspend(sid)
     )
-    worker = racing_worker(catalog, fake, racing)
+    worker = make_prov(store=StoreSpy(store, racing), worker_id="racer", on_event=None)
     # make the active service look runnable with nothing to do (a stray wake-up)
     store.request(sid, "wake", "wake", {}, lambda s: {"runnable": True})
     worker.run_until_idle(advance=fake.clock.advance)

@@ -4,53 +4,16 @@ its transaction; what is refused then is handled as a refused write of that leas
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import pytest
 
 from dci6bridge.domain import Catalog, Order
 from dci6bridge.errors import StoreError
 from dci6bridge.provisioning import Provisioner, ServiceState
-from dci6bridge.provisioning._failpoints import Failpoints
 from dci6bridge.stores.base import AdvanceRequest, StatusStore
 from dci6bridge.testing import FakeDCImanager
 
-
-class Recording:
-    """A store that records every ``advance_many`` batch (service id, release, moves) and
-    may run ``before(requests)`` ahead of a batch."""
-
-    def __init__(
-        self, inner: StatusStore, before: Callable[[Sequence[AdvanceRequest]], None] | None = None
-    ) -> None:
-        self._inner = inner
-        self._before = before
-        self.batches: list[list[tuple[str, bool, list[str]]]] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def advance_many(self, requests: Sequence[AdvanceRequest]) -> Any:
-        if self._before is not None:
-            self._before(requests)
-        self.batches.append(
-            [(r.lease.service_id, r.release, [m.to for m in r.moves]) for r in requests]
-        )
-        return self._inner.advance_many(requests)
-
-
-def worker(catalog: Catalog, fake: FakeDCImanager, store: Any, **kw: Any) -> Provisioner:
-    return Provisioner(
-        catalog,
-        store,
-        transport=fake.transport,
-        clock=fake.clock.now,
-        sleep=fake.clock.advance,
-        poll_interval=0.0,  # the install is polled again under the same lease
-        worker_id="w",
-        failpoints=Failpoints(),
-        **kw,
-    )
+from .conftest import StoreSpy
 
 
 @pytest.fixture
@@ -65,13 +28,21 @@ def fake() -> FakeDCImanager:
     return FakeDCImanager.with_inventory(locations=2, servers_per_location=6, install_duration=0)
 
 
+def tail_worker(
+    make_prov: Callable[..., Provisioner], store: StatusStore | StoreSpy
+) -> Provisioner:
+    """A worker on ``store`` that polls the instant install again under the same lease
+    (so a service goes from pending to active in one tick), without an event callback."""
+    return make_prov(store=store, poll_interval=0.0, worker_id="w", on_event=None)
+
+
 def finish_after_the_leases(
-    catalog: Catalog, fake: FakeDCImanager, store: StatusStore, *sids: str
+    make_prov: Callable[..., Provisioner], fake: FakeDCImanager, store: StatusStore, *sids: str
 ) -> None:
     """Once the leases ran out a new worker finishes the services by reading back: each
     ends ACTIVE with one install."""
     fake.clock.advance(61)
-    worker(catalog, fake, store).run_until_idle(advance=fake.clock.advance)
+    tail_worker(make_prov, store).run_until_idle(advance=fake.clock.advance)
     for sid in sids:
         row = store.get(sid)
         assert row is not None
@@ -93,8 +64,8 @@ def test_the_last_write_of_a_lease_goes_with_the_next_services_write(
     new_order: Callable[..., Order],
 ) -> None:
     open_orders(make_prov(), new_order, 3)
-    recording = Recording(store)
-    prov = worker(catalog, fake, recording)
+    recording = StoreSpy(store)
+    prov = tail_worker(make_prov, recording)
     writes = store.write_count
     assert prov.tick(max_services=8) == 3
     rows = {r.service_id: r for r in store.services()}
@@ -132,7 +103,7 @@ def test_a_last_write_whose_lease_was_lost_meanwhile_is_dropped_alone(
                 assert [lease.service_id for lease in store.acquire("rival", 60, 8)] == ["S0"]
                 stolen.append("S0")
 
-    prov = worker(catalog, fake, Recording(store, steal_s0))
+    prov = tail_worker(make_prov, StoreSpy(store, steal_s0))
     caplog.set_level("WARNING", logger="dci6bridge.provisioning")
     prov.tick(max_services=8)
     assert stolen == ["S0"]
@@ -145,7 +116,7 @@ def test_a_last_write_whose_lease_was_lost_meanwhile_is_dropped_alone(
     # S1's writes in the same transactions were not affected; the rival finishes S0 by
     # reading the install back (one install, not two)
     assert s1.state == ServiceState.ACTIVE.value
-    finish_after_the_leases(catalog, fake, store, "S0")
+    finish_after_the_leases(make_prov, fake, store, "S0")
 
 
 def test_a_failed_tick_leaves_the_queued_write_to_the_next_lease(
@@ -165,13 +136,13 @@ def test_a_failed_tick_leaves_the_queued_write_to_the_next_lease(
             broken.append(True)
             raise StoreError("disk full")
 
-    prov = worker(catalog, fake, Recording(store, fail_once))
+    prov = tail_worker(make_prov, StoreSpy(store, fail_once))
     with pytest.raises(StoreError, match="disk full"):
         prov.tick(max_services=8)
     s0 = store.get("S0")
     assert s0 is not None
     assert s0.state == ServiceState.INSTALLING_OS.value  # its last write was lost
-    finish_after_the_leases(catalog, fake, store, "S0", "S1")
+    finish_after_the_leases(make_prov, fake, store, "S0", "S1")
 
 
 def test_a_tick_takes_the_store_clock_from_the_acquire(
@@ -186,11 +157,11 @@ def test_a_tick_takes_the_store_clock_from_the_acquire(
     open_orders(make_prov(), new_order, 3)
     reads: list[float] = []
 
-    class CountingClock(Recording):
+    class CountingClock(StoreSpy):
         def now(self) -> float:
             reads.append(store.now())
             return reads[-1]
 
-    prov = worker(catalog, fake, CountingClock(store))
+    prov = tail_worker(make_prov, CountingClock(store))
     assert prov.tick(max_services=8) == 3
     assert reads == []
