@@ -34,6 +34,8 @@ class StoreSpy:
         self._inner = inner
         self._before = before
         self.batches: list[list[tuple[str, bool, list[str]]]] = []
+        #: the requests of every batch, as sent
+        self.requests: list[list[AdvanceRequest]] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -44,6 +46,7 @@ class StoreSpy:
         self.batches.append(
             [(r.lease.service_id, r.release, [m.to for m in r.moves]) for r in requests]
         )
+        self.requests.append(list(requests))
         return self._inner.advance_many(requests)
 
 

@@ -34,21 +34,23 @@ class TailWrites:
     def write(self, request: AdvanceRequest) -> Advanced:
         """Write ``request`` with the queued writes ahead of it, in one transaction; its
         own refusal is raised as :meth:`StatusStore.advance` raises it."""
-        outcomes = self._send(request)
-        own = outcomes[-1]
+        (own,) = self.write_many([request])
         if isinstance(own, Advanced):
             return own
         raise own
 
+    def write_many(self, requests: list[AdvanceRequest]) -> list[AdvanceOutcome]:
+        """Write ``requests`` (several services' writes) with the queued writes ahead of
+        them, in one transaction; returns their outcomes, a refusal in its place."""
+        return self._send(requests)[-len(requests) :] if requests else []
+
     def drain(self) -> None:
         """Write what is queued (nothing to do when the queue is empty)."""
-        self._send(None)
+        self._send([])
 
-    def _send(self, request: AdvanceRequest | None) -> list[AdvanceOutcome]:
+    def _send(self, requests: list[AdvanceRequest]) -> list[AdvanceOutcome]:
         queued, self._queued = self._queued, []
-        requests = [r for r, _ in queued]
-        if request is not None:
-            requests.append(request)
+        requests = [r for r, _ in queued] + requests
         if not requests:
             return []
         outcomes = self._store.advance_many(requests)

@@ -38,6 +38,8 @@ from dci6bridge.errors import (
 )
 from dci6bridge.selection import select_module
 from dci6bridge.stores.base import (
+    Advanced,
+    AdvanceOutcome,
     DepartmentTask,
     Lease,
     Move,
@@ -57,6 +59,8 @@ from .steps import (
     Advance,
     Fail,
     Idle,
+    Parked,
+    Reserve,
     Retry,
     StepContext,
     StepSettings,
@@ -477,10 +481,15 @@ class Provisioner:
     def tick(self, max_services: int = 1) -> int:
         """One bounded unit of work: lease up to ``max_services`` runnable services, run
         their next steps (a few at most each), release them, then relay due events.
-        A service's last write (its new state with the release) shares the transaction
-        of the next service's write; what is left goes out before ``tick`` returns.
-        Returns the number of services worked on. Safe to call from a scheduler
-        (cron, Celery beat) in any number of processes."""
+
+        The services of one tick advance in lockstep: whenever a step needs its state
+        changes durable before a remote effect (a server reservation, an install
+        intent), it waits until every other service of the tick has run as far as it
+        can, and then all of them are written in one transaction. A service's last
+        write (its new state with the release) rides in the next such transaction; what
+        is left goes out before ``tick`` returns. Returns the number of services worked
+        on. Safe to call from a scheduler (cron, Celery beat) in any number of
+        processes."""
         # the local clock is read before the store's: a lease's remaining time is never
         # overestimated
         before = self._clock()
@@ -489,11 +498,60 @@ class Provisioner:
         if leases:
             self.failpoints.hit("after:store.acquire")
         tails = TailWrites(self.store)
-        for lease in leases:
-            self._work(self._context(lease, tails=tails, store_now=(lease.until - ttl, before)))
+        reserving: set[int] = set()
+        running = [
+            self._context(
+                lease,
+                tails=tails,
+                store_now=(lease.until - ttl, before),
+                lockstep=len(leases) > 1,
+                reserving=reserving,
+            )
+            for lease in leases
+        ]
+        for ctx in running:
+            ctx.steps_left = MAX_STEPS_PER_LEASE
+        while running:
+            parked = [ctx for ctx in running if self._work(ctx)]
+            running = self._write_parked(tails, parked) if parked else []
         tails.drain()
         self.deliver_events()
         return len(leases)
+
+    def _write_parked(self, tails: TailWrites, parked: list[StepContext]) -> list[StepContext]:
+        """Write what the parked services wait for, in one transaction (with the queued
+        lease-ending writes); returns those that go on working."""
+        outcomes = tails.write_many([ctx.parked_request() for ctx in parked])
+        going_on: list[StepContext] = []
+        for ctx, outcome in zip(parked, outcomes, strict=True):
+            why, ctx.parked = ctx.parked, None
+            if isinstance(why, Reserve):
+                if self._reserved(ctx, why, outcome):
+                    going_on.append(ctx)
+            elif isinstance(outcome, Advanced):
+                ctx.settle(outcome)
+                going_on.append(ctx)
+            else:
+                self._refused(ctx, outcome)
+        return going_on
+
+    def _reserved(self, ctx: StepContext, why: Reserve, outcome: AdvanceOutcome) -> bool:
+        """Take in the answer to a parked reservation; ``True`` while the lease goes on."""
+        if isinstance(outcome, LeaseLost | ServiceNotFound):
+            self._refused(ctx, outcome)
+            return False
+        server = why.server
+        if isinstance(outcome, StaleState) or not outcome.reserved:
+            # refused (reserved by another service, or by a crashed attempt of this
+            # one): the claiming step runs again on its own, candidate by candidate
+            ctx.lockstep = False
+            return True
+        ctx.settle(
+            outcome, patch={"server_id": server.id}, reserve=server.id, singleton=why.singleton
+        )
+        ctx.seen[server.id] = server
+        ctx.steps_left -= 1
+        return not self._transition(ctx, why.then)
 
     def run_until_idle(
         self,
@@ -565,6 +623,8 @@ class Provisioner:
         *,
         tails: TailWrites | None = None,
         store_now: tuple[float, float] | None = None,
+        lockstep: bool = False,
+        reserving: set[int] | None = None,
     ) -> StepContext:
         return StepContext(
             store=self.store,
@@ -578,19 +638,27 @@ class Provisioner:
             monotonic=self._clock,
             tails=tails,
             store_now=store_now,
+            lockstep=lockstep,
+            reserving=reserving,
         )
 
-    def _work(self, ctx: StepContext) -> None:
+    def _work(self, ctx: StepContext) -> bool:
+        """Run the leased service's steps (at most ``ctx.steps_left``) until it waits,
+        ends its lease, or parks for the tick's shared write (``True``)."""
         sid = ctx.service_id
         try:
-            for _ in range(MAX_STEPS_PER_LEASE):
+            while ctx.steps_left > 0:
+                ctx.calls_in_step = 0
                 try:
                     outcome = run_step(ctx)
+                except Parked as exc:
+                    ctx.parked = exc
+                    return True
                 except (LeaseLost, StaleState):
                     raise
                 except RETRYABLE as exc:
                     self._retry_later(ctx, type(exc).__name__, str(exc))
-                    return
+                    return False
                 except _PERMANENT as exc:
                     outcome = Fail(_error_kind(exc), str(exc))
                 except StoreError:
@@ -598,20 +666,25 @@ class Provisioner:
                 except Exception as exc:
                     log.exception("service %s: unexpected error in %s", sid, ctx.row.state)
                     self._retry_later(ctx, type(exc).__name__, str(exc))
-                    return
+                    return False
+                if isinstance(outcome, Reserve):
+                    ctx.parked = outcome
+                    return True
+                # a parked step runs again in full: only finished ones count
+                ctx.steps_left -= 1
                 if isinstance(outcome, Idle):
                     if ctx.row.runnable:
                         self._release(ctx, patch={"runnable": False}, what="housekeeping")
                     else:
                         self._release(ctx)
-                    return
+                    return False
                 if isinstance(outcome, Retry):
                     self._retry_later(ctx, "not yet", outcome.reason)
-                    return
+                    return False
                 if isinstance(outcome, Wait):
                     if outcome.delay > 0:
                         self._release(ctx, not_before=ctx.now() + outcome.delay)
-                        return
+                        return False
                     # nothing to wait for (poll_interval=0): look again under this lease
                     continue
                 if isinstance(outcome, Fail):
@@ -623,7 +696,7 @@ class Provisioner:
                         resume_at=outcome.resume_at,
                     )
                 if self._transition(ctx, outcome):
-                    return
+                    return False
             # bounded: put it back in the queue for the next tick
             if not ctx.row.runnable:
                 self._release(ctx, patch={"runnable": True}, what="housekeeping")
@@ -631,6 +704,7 @@ class Provisioner:
                 self._release(ctx)
         except (LeaseLost, StaleState) as exc:
             self._refused(ctx, exc)
+        return False
 
     def _refused(self, ctx: StepContext, exc: LeaseLost | StaleState | ServiceNotFound) -> None:
         """A write of this lease was refused: stop; if only the row changed under us (a

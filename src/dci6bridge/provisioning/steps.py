@@ -64,6 +64,8 @@ __all__ = [
     "Fail",
     "Idle",
     "Outcome",
+    "Parked",
+    "Reserve",
     "Retry",
     "StepContext",
     "StepSettings",
@@ -164,7 +166,25 @@ class Idle:
     """The service has nothing to do (state matches what billing wants)."""
 
 
-Outcome = Advance | Wait | Fail | Retry | Idle
+@attrs.frozen
+class Reserve:
+    """Reserve ``server`` (and claim ``singleton``) with the queued state changes, in the
+    tick's next shared write; once the reservation holds, ``then`` follows. Only in
+    lockstep (:attr:`StepContext.lockstep`); refused, the step runs again on its own."""
+
+    server: Server
+    singleton: str | None
+    then: Advance
+
+
+Outcome = Advance | Wait | Fail | Retry | Idle | Reserve
+
+
+class Parked(Exception):
+    """Raised by :meth:`StepContext.call` in lockstep when a remote effect needs the
+    queued state changes durable first and the step has made no remote call yet: the
+    step is run again, from its start, once the tick's shared write has made them
+    durable (nothing the step did before is lost)."""
 
 
 # --------------------------------------------------------------------------- context
@@ -217,6 +237,8 @@ class StepContext:
         monotonic: Callable[[], float] = time.monotonic,
         tails: TailWrites | None = None,
         store_now: tuple[float, float] | None = None,
+        lockstep: bool = False,
+        reserving: set[int] | None = None,
     ) -> None:
         self.store = store
         self.catalog = catalog
@@ -238,6 +260,17 @@ class StepContext:
         self._order: Order | None = None
         #: servers read in this lease (still fresh for the next step of the same lease)
         self.seen: dict[int, Server] = {}
+        #: the tick writes the queued changes of all its services together: a step
+        #: about to need a write of its own parks instead (:class:`Parked`, :class:`Reserve`)
+        self.lockstep = lockstep
+        #: servers the services of this tick are about to reserve (shared by the tick)
+        self.reserving: set[int] = reserving if reserving is not None else set()
+        #: remote calls made by the step now running (a step that made none may park)
+        self.calls_in_step = 0
+        #: steps this lease may still run
+        self.steps_left = 0
+        #: why the service waits for the tick's shared write (``None``: not parked)
+        self.parked: Reserve | Parked | None = None
 
     # ------------------------------------------------------------------ lookups
     @property
@@ -300,6 +333,8 @@ class StepContext:
         it; renew the lease first when a third of its TTL has passed (a lease taken in
         a batch may have aged while the services before it were worked on)."""
         if self.pending and name not in READ_CALLS and name not in RECOVERABLE_CALLS:
+            if self.lockstep and not self.calls_in_step:
+                raise Parked(name)
             self.flush()
         self.failpoints.hit(f"before:{name}")
         # The lease is checked after the last hook before the call, not ahead of it: a
@@ -315,6 +350,7 @@ class StepContext:
             raise LeaseLost(
                 f"lease on {self.lease.service_id!r} ran out before {name}; not calling"
             )
+        self.calls_in_step += 1
         result = fn(*args, **kwargs)
         self.failpoints.hit(f"after:{name}")
         return result
@@ -375,7 +411,38 @@ class StepContext:
         :attr:`tails`). A refused reservation writes nothing and keeps the queue."""
         request = self._request(patch=patch, reserve=reserve, singleton=singleton, release=release)
         tails = self.tails if self.tails is not None else TailWrites(self.store)
-        done = tails.write(request)
+        return self.settle(
+            tails.write(request),
+            what=what,
+            patch=patch,
+            reserve=reserve,
+            singleton=singleton,
+            release=release,
+        )
+
+    def parked_request(self) -> AdvanceRequest:
+        """The write a parked step waits for: the queued changes (and its reservation)."""
+        if isinstance(self.parked, Reserve):
+            server_id = self.parked.server.id
+            return self._request(
+                patch={"server_id": server_id},
+                reserve=server_id,
+                singleton=self.parked.singleton,
+            )
+        return self._request()
+
+    def settle(
+        self,
+        done: Advanced,
+        *,
+        what: str | None = None,
+        patch: Mapping[str, Any] | None = None,
+        reserve: int | None = None,
+        singleton: str | None = None,
+        release: bool = False,
+    ) -> Advanced:
+        """Take in the store's answer to the write of the queued changes (made by
+        :meth:`flush`, or by the tick for a parked step)."""
         if done.reserved is False:
             return done
         written, self.pending = self.pending, []
@@ -688,13 +755,21 @@ def _claiming_server(ctx: StepContext) -> Outcome:
         ]
         ctx.rng.shuffle(candidates)
         for server in candidates:
+            claimed = Advance(
+                S.CREATING_USER, patch={"server_id": server.id}, detail={"server_id": server.id}
+            )
+            if ctx.lockstep:
+                # reserved in the tick's shared write (refused, the step runs again
+                # without lockstep, candidate by candidate); not one another service of
+                # the tick is about to reserve
+                if server.id in ctx.reserving:
+                    reserved_by_others += 1
+                    continue
+                ctx.reserving.add(server.id)
+                return Reserve(server, _user_singleton(ctx), claimed)
             if _reserve(ctx, server.id, singleton=_user_singleton(ctx)):
                 ctx.seen[server.id] = server
-                return Advance(
-                    S.CREATING_USER,
-                    patch={"server_id": server.id},
-                    detail={"server_id": server.id},
-                )
+                return claimed
             reserved_by_others += 1
         if len(listed) < CLAIM_PAGE:
             break
@@ -947,13 +1022,15 @@ def _installing_os(ctx: StepContext) -> Outcome:
     if not row.data.get("install_issued_at"):
         # no intent yet (an operator retry after a failed install): record one first
         ctx.checkpoint("install", {"data": _install_intent(ctx, server_id, fresh=None)})
-    fresh = ctx.seen.pop(server_id, None)
+    fresh = ctx.seen.get(server_id)
     skip = ctx.settings.unsafe_skip_readback
     if fresh is not None or (skip and not row.data.get("install_sent")):
         # read moments ago in this lease, after our last change: nothing to adopt
         if fresh is not None and not _owner_is(fresh, ctx.email):
             return _owner_changed(fresh)
+        # forgotten only once called: a step parked before the call runs again
         _issue_install(ctx)
+        ctx.seen.pop(server_id, None)
         return Wait(ctx.settings.poll_interval, "install started")
     return _poll_install(ctx)
 

@@ -41,8 +41,10 @@ class Worker:
 
     Args:
         prov: the provisioner (its store is shared with the other workers).
-        concurrency: threads calling :meth:`Provisioner.tick` (each works on one
-            service at a time).
+        concurrency: threads calling :meth:`Provisioner.tick`.
+        batch: services one tick leases and works on together (their writes share
+            transactions: fewer store round trips per service); ``1`` works on one
+            service at a time.
         idle_sleep: seconds to wait when nothing is runnable.
         reconcile_every: seconds between reconciler sweeps (``0`` disables them).
         prune_every: seconds between prunings of the store (``0`` disables them):
@@ -58,6 +60,7 @@ class Worker:
         prov: Provisioner,
         *,
         concurrency: int = 1,
+        batch: int = 8,
         idle_sleep: float = 1.0,
         reconcile_every: float = 300.0,
         prune_every: float = 3600.0,
@@ -65,6 +68,7 @@ class Worker:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         problems = check_number("concurrency", concurrency, 1, integer=True)
+        problems += check_number("batch", batch, 1, integer=True)
         problems += check_number("idle_sleep", idle_sleep, 0.0)
         problems += check_number("reconcile_every", reconcile_every, 0.0)
         problems += check_number("prune_every", prune_every, 0.0)
@@ -75,6 +79,7 @@ class Worker:
             raise ConfigError(problems)
         self.prov = prov
         self.concurrency = concurrency
+        self.batch = batch
         self.idle_sleep = float(idle_sleep)
         self.reconcile_every = float(reconcile_every)
         self.prune_every = float(prune_every)
@@ -174,9 +179,9 @@ class Worker:
 
     def run_once(self) -> int:
         """One pass: the sweep if it is due, then one :meth:`Provisioner.tick` for up
-        to ``concurrency`` services. Returns the number of services worked on."""
+        to ``batch`` services. Returns the number of services worked on."""
         self._periodic()
-        worked = self.prov.tick(max_services=self.concurrency)
+        worked = self.prov.tick(max_services=self.batch)
         with self._count_lock:
             self.worked += worked
         return worked
@@ -185,7 +190,7 @@ class Worker:
         while not self._stopped():
             self._periodic()
             try:
-                worked = self.prov.tick(max_services=1)
+                worked = self.prov.tick(max_services=self.batch)
             except Exception:  # store down, bug: log, wait, go on
                 log.exception("worker tick failed")
                 worked = 0
@@ -202,9 +207,10 @@ class Worker:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 previous[sig] = signal.signal(sig, self._on_signal)
         log.info(
-            "worker %s: started (concurrency %d, store %s)",
+            "worker %s: started (concurrency %d, batch %d, store %s)",
             self.prov.worker_id,
             self.concurrency,
+            self.batch,
             type(self.prov.store).__name__,
         )
         helpers = [
@@ -232,6 +238,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--worker-id", help="name of this worker in leases and history")
     parser.add_argument("--once", action="store_true", help="work until idle, then exit")
     parser.add_argument("--concurrency", type=int, default=1, help="threads (default 1)")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=8,
+        help="services a thread works on together, sharing store writes (default 8)",
+    )
     parser.add_argument(
         "--poll-interval", type=float, default=15.0, help="seconds between install polls"
     )
@@ -278,6 +290,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             worker = Worker(
                 prov,
                 concurrency=args.concurrency,
+                batch=args.batch,
                 idle_sleep=args.idle_sleep,
                 reconcile_every=args.reconcile_every,
                 prune_every=args.prune_every,

@@ -1,0 +1,204 @@
+"""The services of one tick advance in lockstep: a step that needs its state changes
+durable before a remote effect waits for the others, and all are written in one
+transaction (``Provisioner.tick``)."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Sequence
+
+import pytest
+
+from dci6bridge.domain import Catalog, Order
+from dci6bridge.provisioning import Provisioner, ServiceState
+from dci6bridge.stores.base import AdvanceRequest, StatusStore
+from dci6bridge.testing import FakeDCImanager
+
+from .conftest import StoreSpy
+
+ORDERS = 8
+
+#: the remote calls one order needs (dci6-api.md §7: the server is read back after the
+#: owner assignment; the finished install is read once)
+CALLS_PER_ORDER = {
+    "servers.configurations": 1,
+    "servers.list": 1,
+    "users.list": 1,
+    "users.create": 1,
+    "servers.set_owner": 1,
+    "servers.get": 2,
+    "servers.install_os": 1,
+}
+
+
+@pytest.fixture
+def catalog(catalog_for: Callable[..., Catalog]) -> Catalog:
+    return catalog_for(ipv4_count=0)
+
+
+@pytest.fixture
+def fake() -> FakeDCImanager:
+    # 10 free servers of the tariff's configuration in the first module's location
+    return FakeDCImanager.with_inventory(locations=2, servers_per_location=30, install_duration=0)
+
+
+def worker(make_prov: Callable[..., Provisioner], store: StatusStore | StoreSpy) -> Provisioner:
+    return make_prov(store=store, poll_interval=0.0, worker_id="w", on_event=None)
+
+
+def open_orders(prov: Provisioner, new_order: Callable[..., Order], n: int) -> list[str]:
+    sids = [f"S{i}" for i in range(n)]
+    for i, sid in enumerate(sids):
+        prov.open(new_order(sid, email=f"c{i}@example.com"))
+    return sids
+
+
+def routes(fake: FakeDCImanager, since: int) -> dict[str, int]:
+    counted = collections.Counter(r.route for r in fake.state.requests[since:])
+    counted.pop("os_templates.list", None)  # once per worker, cached
+    counted.pop("auth.login", None)
+    return dict(counted)
+
+
+def test_a_tick_writes_its_services_together(
+    make_prov: Callable[..., Provisioner],
+    catalog: Catalog,
+    store: StatusStore,
+    fake: FakeDCImanager,
+    new_order: Callable[..., Order],
+) -> None:
+    sids = open_orders(make_prov(), new_order, ORDERS)
+    installed_before_intent: list[str] = []
+
+    def check(requests: Sequence[AdvanceRequest]) -> None:
+        # an install intent is durable before its install call
+        for r in requests:
+            if any(m.to == ServiceState.INSTALLING_OS.value for m in r.moves):
+                row = store.get(r.lease.service_id)
+                assert row is not None
+                if row.server_id is None or fake.state.install_count(row.server_id):
+                    installed_before_intent.append(r.lease.service_id)
+
+    spy = StoreSpy(store, check)
+    since = len(fake.state.requests)
+    writes = store.write_count
+    assert worker(make_prov, spy).tick(max_services=ORDERS) == ORDERS
+    rows = [store.get(sid) for sid in sids]
+    assert all(r is not None and r.state == ServiceState.ACTIVE.value for r in rows)
+    servers = [r.server_id for r in rows if r is not None]
+    assert len(set(servers)) == ORDERS  # no server given twice
+    assert all(fake.state.install_count(s) == 1 for s in servers if s is not None)
+    assert installed_before_intent == []
+    # three shared writes: the reservations, the install intents, the move to active with
+    # the release; each carries every service of the tick
+    assert [sorted(sid for sid, _, _ in b) for b in spy.batches] == [sorted(sids)] * 3
+    first, second, last = spy.requests
+    assert sorted(r.reserve_server for r in first) == sorted(servers)  # type: ignore[type-var]
+    assert all(r.singleton is not None for r in first)
+    assert not any(r.release for r in first + second)
+    assert all(r.release for r in last)
+    assert store.write_count - writes == 3 + 1  # + the acquire
+    # a parked step runs again without repeating a remote call: the calls of the bare
+    # sequence, no more
+    assert routes(fake, since) == {k: v * ORDERS for k, v in CALLS_PER_ORDER.items()}
+
+
+def test_lockstep_records_what_one_service_per_tick_records(
+    make_prov: Callable[..., Provisioner],
+    catalog: Catalog,
+    store: StatusStore,
+    fake: FakeDCImanager,
+    new_order: Callable[..., Order],
+) -> None:
+    sids = open_orders(make_prov(), new_order, 4)
+    worker(make_prov, store).tick(max_services=2)  # S0, S1 together
+    solo = worker(make_prov, store)
+    while solo.tick(max_services=1):  # S2, S3 one by one
+        pass
+    chains = {sid: [(t.from_state, t.to_state) for t in store.history(sid)] for sid in sids}
+    assert chains["S0"] == chains["S1"] == chains["S2"] == chains["S3"]
+    assert chains["S0"][-1] == ("installing_os", "active")
+
+
+def test_a_reservation_refused_in_the_shared_write_takes_another_server(
+    make_prov: Callable[..., Provisioner],
+    catalog: Catalog,
+    store: StatusStore,
+    fake: FakeDCImanager,
+    new_order: Callable[..., Order],
+) -> None:
+    """Another worker reserves the server S0 is about to reserve: S0's request is
+    refused alone (nothing of it written), S0 claims another server on its own, the
+    other services of the tick go on."""
+    billing = make_prov()
+    billing.open(new_order("R", email="rival@example.com"))
+    (rival,) = store.acquire("rival", 60, 1)
+    sids = open_orders(billing, new_order, 3)
+    snatched: list[int] = []
+
+    def snatch(requests: Sequence[AdvanceRequest]) -> None:
+        for r in requests:
+            if not snatched and r.lease.service_id == "S0" and r.reserve_server is not None:
+                assert store.reserve_server(rival, r.reserve_server)
+                snatched.append(r.reserve_server)
+
+    spy = StoreSpy(store, snatch)
+    prov = worker(make_prov, spy)
+    # the rival's lease keeps R out of this tick
+    assert prov.tick(max_services=8) == 3
+    assert len(snatched) == 1
+    rows = [store.get(sid) for sid in sids]
+    assert all(r is not None and r.state == ServiceState.ACTIVE.value for r in rows)
+    servers = {r.server_id for r in rows if r is not None}
+    assert len(servers) == 3
+    assert snatched[0] not in servers
+    assert store.server_claims()[snatched[0]] == "R"
+    # S0's refused request wrote nothing: its chain has no gap and no repeated move
+    chain = [(t.from_state, t.to_state) for t in store.history("S0")]
+    assert chain == [(t.from_state, t.to_state) for t in store.history("S1")]
+    # S0 reserved on its own, in a write of its own
+    assert any(b == [("S0", False, ["selecting_module", "claiming_server"])] for b in spy.batches)
+
+
+def test_a_parked_service_whose_lease_was_lost_is_dropped_alone(
+    make_prov: Callable[..., Provisioner],
+    catalog: Catalog,
+    store: StatusStore,
+    fake: FakeDCImanager,
+    new_order: Callable[..., Order],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sids = open_orders(make_prov(), new_order, 3)
+    stolen: list[str] = []
+
+    def steal_s1(requests: Sequence[AdvanceRequest]) -> None:
+        # S1's lease runs out while it waits for the install-intent write; a rival has it
+        for r in requests:
+            moves = [m.to for m in r.moves]
+            if not stolen and r.lease.service_id == "S1" and "installing_os" in moves:
+                store.release(r.lease)
+                assert [x.service_id for x in store.acquire("rival", 60, 8)] == ["S1"]
+                stolen.append("S1")
+
+    caplog.set_level("WARNING", logger="dci6bridge.provisioning")
+    worker(make_prov, StoreSpy(store, steal_s1)).tick(max_services=8)
+    assert stolen == ["S1"]
+    s1 = store.get("S1")
+    assert s1 is not None
+    # S1 keeps its reservation write; nothing after it was written or called
+    assert (s1.state, s1.lease_owner) == (ServiceState.CLAIMING_SERVER.value, "rival")
+    assert s1.server_id is not None
+    assert fake.state.install_count(s1.server_id) == 0
+    assert "S1: lease lost" in caplog.text.replace("service ", "")
+    for sid in sids:
+        if sid != "S1":
+            row = store.get(sid)
+            assert row is not None
+            assert row.state == ServiceState.ACTIVE.value
+    # once the lease runs out a worker finishes S1 on the server it reserved
+    fake.clock.advance(61)
+    worker(make_prov, store).run_until_idle(advance=fake.clock.advance)
+    row = store.get("S1")
+    assert row is not None
+    assert (row.state, row.server_id) == (ServiceState.ACTIVE.value, s1.server_id)
+    assert fake.state.install_count(s1.server_id) == 1
