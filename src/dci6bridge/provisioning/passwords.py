@@ -23,45 +23,33 @@ _DIGITS = string.digits
 _SYMBOLS = "-_.+=@%"
 
 
-class _Draws:
-    """Uniform indices from a few large draws of ``rng``: the OS generator behind
-    :class:`random.SystemRandom` costs a system call per draw, and ``choice`` and
-    ``shuffle`` draw once per character."""
-
-    _BITS = 16
-
-    def __init__(self, rng: random.Random, expected: int) -> None:
-        self._rng = rng
-        self._chunk = max(8, expected)
-        self._pool = 0
-        self._left = 0
-
-    def below(self, n: int) -> int:
-        """A uniform int in ``range(n)`` (``n`` < 2**16), by rejection sampling."""
-        limit = (1 << self._BITS) // n * n
-        while True:
-            if not self._left:
-                self._pool = self._rng.getrandbits(self._BITS * self._chunk)
-                self._left = self._chunk
-            value = self._pool & ((1 << self._BITS) - 1)
-            self._pool >>= self._BITS
-            self._left -= 1
-            if value < limit:
-                return value % n
+_ALPHABET = _LOWER + _UPPER + _DIGITS + _SYMBOLS
+# A random byte below the largest multiple of the alphabet's size maps uniformly to a
+# character; the others are dropped. ``bytes.translate`` does both in C: the Python-level
+# loop it replaces cost more than the install request it guards.
+_KEEP = 256 // len(_ALPHABET) * len(_ALPHABET)
+_TABLE = bytes(ord(_ALPHABET[b % len(_ALPHABET)]) if b < _KEEP else 0 for b in range(256))
+_DROP = bytes(range(_KEEP, 256))
+_CLASSES = tuple(frozenset(c) for c in (_LOWER, _UPPER, _DIGITS, _SYMBOLS))
 
 
 def generate_password(rng: random.Random, length: int = 20) -> Secret:
     """A password of ``length`` characters with at least one lower-case letter, one
     upper-case letter, one digit and one symbol (DCImanager's OS templates, like most
-    installers, reject weak root passwords)."""
+    installers, reject weak root passwords).
+
+    Uniform over all such passwords: uniform characters, and a draw that misses a class
+    is drawn again. Random bytes come from a few large draws of ``rng`` (the OS
+    generator behind :class:`random.SystemRandom` costs a system call per draw)."""
     if length < 8:
         raise ConfigError(f"length: {length!r} is below 8")
-    classes = (_LOWER, _UPPER, _DIGITS, _SYMBOLS)
-    alphabet = _LOWER + _UPPER + _DIGITS + _SYMBOLS
-    draws = _Draws(rng, 2 * length + 4)
-    chars = [c[draws.below(len(c))] for c in classes]
-    chars += [alphabet[draws.below(len(alphabet))] for _ in range(length - len(chars))]
-    for i in range(len(chars) - 1, 0, -1):  # Fisher-Yates
-        j = draws.below(i + 1)
-        chars[i], chars[j] = chars[j], chars[i]
-    return Secret("".join(chars))
+    pool = ""
+    while True:
+        while len(pool) < length:
+            size = 4 * length
+            raw = rng.getrandbits(8 * size).to_bytes(size, "little")
+            pool += raw.translate(_TABLE, _DROP).decode("ascii")
+        candidate, pool = pool[:length], pool[length:]
+        chars = set(candidate)
+        if all(chars & cls for cls in _CLASSES):
+            return Secret(candidate)
