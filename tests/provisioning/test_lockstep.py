@@ -6,15 +6,21 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from dci6bridge.domain import Catalog, Order
 from dci6bridge.provisioning import Provisioner, ServiceState
+from dci6bridge.provisioning._failpoints import FailpointCrash, Failpoints
+from dci6bridge.provisioning.states import TRANSITIONS
+from dci6bridge.stores import MemoryStore, SQLiteStore
 from dci6bridge.stores.base import AdvanceRequest, StatusStore
 from dci6bridge.testing import FakeDCImanager
+from dci6bridge.testing.chaos import check_history
 
-from .conftest import StoreSpy
+from .conftest import StoreSpy, make_catalog
 
 ORDERS = 8
 
@@ -42,8 +48,12 @@ def fake() -> FakeDCImanager:
     return FakeDCImanager.with_inventory(locations=2, servers_per_location=30, install_duration=0)
 
 
-def worker(make_prov: Callable[..., Provisioner], store: StatusStore | StoreSpy) -> Provisioner:
-    return make_prov(store=store, poll_interval=0.0, worker_id="w", on_event=None)
+def worker(
+    make_prov: Callable[..., Provisioner], store: StatusStore | StoreSpy, **options: Any
+) -> Provisioner:
+    return make_prov(
+        **{"store": store, "poll_interval": 0.0, "worker_id": "w", "on_event": None, **options}
+    )
 
 
 def open_orders(prov: Provisioner, new_order: Callable[..., Order], n: int) -> list[str]:
@@ -202,3 +212,73 @@ def test_a_parked_service_whose_lease_was_lost_is_dropped_alone(
     assert row is not None
     assert (row.state, row.server_id) == (ServiceState.ACTIVE.value, s1.server_id)
     assert fake.state.install_count(s1.server_id) == 1
+
+
+class CrashAt(Failpoints):
+    """Raise :class:`FailpointCrash` (the in-process stand-in for a killed worker) at the
+    ``at``-th failpoint hit; with ``at=None`` only record the hits."""
+
+    def __init__(self, at: int | None) -> None:
+        super().__init__()
+        self.at = at
+
+    def hit(self, point: str) -> None:
+        self.hits.append(point)
+        if len(self.hits) - 1 == self.at:
+            raise FailpointCrash(point)
+
+
+def test_a_crash_anywhere_in_a_lockstep_tick_converges(
+    make_prov: Callable[..., Provisioner],
+    catalog: Catalog,
+    store: StatusStore,
+    fake: FakeDCImanager,
+    new_order: Callable[..., Order],
+    tmp_path: Path,
+) -> None:
+    """T2 for lockstep: three orders in one tick; the worker dies at every failpoint hit
+    of the tick in turn (each case on a fresh store of the same kind and simulator);
+    after its leases run out a new worker finishes every service with one server, one
+    user and one install, and every history chain is whole."""
+    probe = CrashAt(None)
+    sids = open_orders(make_prov(), new_order, 3)
+    assert worker(make_prov, store, failpoints=probe).tick(max_services=3) == 3
+    hits = list(probe.hits)
+    # the tick passed the shared writes of all three services
+    assert hits.count("after:store.reserve_server") == 3
+    assert hits.count("after:servers.install_os") == 3
+    for at, point in enumerate(hits):
+        world = FakeDCImanager.with_inventory(
+            locations=2, servers_per_location=30, install_duration=0
+        )
+        case_store: StatusStore = (
+            SQLiteStore(tmp_path / f"case{at}.db", clock=world.clock.now)
+            if isinstance(store, SQLiteStore)
+            else MemoryStore(clock=world.clock.now)
+        )
+        case: dict[str, Any] = {
+            "catalog": make_catalog(world, ipv4_count=0),
+            "transport": world.transport,
+            "clock": world.clock.now,
+            "sleep": world.clock.advance,
+        }
+        open_orders(make_prov(store=case_store, **case), new_order, 3)
+        with pytest.raises(FailpointCrash):
+            worker(make_prov, case_store, failpoints=CrashAt(at), **case).tick(max_services=3)
+        world.clock.advance(61)  # the dead worker's leases run out
+        worker(make_prov, case_store, **case).run_until_idle(advance=world.clock.advance)
+        where = f"crash at hit {at} ({point})"
+        rows = [case_store.get(sid) for sid in sids]
+        assert all(r is not None and r.state == ServiceState.ACTIVE.value for r in rows), where
+        servers = [r.server_id for r in rows if r is not None]
+        assert len(set(servers)) == 3, where
+        for i, (row, server_id) in enumerate(zip(rows, servers, strict=True)):
+            assert server_id is not None
+            assert row is not None
+            assert world.state.install_count(server_id) == 1, where
+            assert len(world.state.users_by_email(f"c{i}@example.com")) == 1, where
+            history = case_store.history(row.service_id)
+            assert check_history(row, history, initial_state="pending", allowed=TRANSITIONS) == []
+        # no reservation left over beyond the three servers in use
+        assert sorted(case_store.server_claims()) == sorted(servers), where
+        case_store.close()
