@@ -221,10 +221,12 @@ def run_once(store: StatusStore, services: int, batch: int, first: int = 0) -> d
     return spent
 
 
-def measure(url: str, services: int, batch: int, rounds: int) -> dict[str, float]:
-    """Median µs per request of each shape and overall, over ``rounds`` fresh stores."""
+def measure(new_url: Callable[[], str], services: int, batch: int, rounds: int) -> dict[str, float]:
+    """Median µs per request of each shape and overall, over ``rounds`` fresh stores
+    (``new_url()``: a new empty database or schema each)."""
     samples: dict[str, list[float]] = {shape: [] for shape in (*SHAPES, "all")}
     for _ in range(rounds):
+        url = new_url()
         store = MemoryStore() if url == "memory" else open_store(url)
         warm = min(services, 2 * batch)
         run_once(store, warm, batch)  # warm up caches and plans
@@ -234,6 +236,23 @@ def measure(url: str, services: int, batch: int, rounds: int) -> dict[str, float
             samples[shape].append(1e6 * spent[shape] / services)
         samples["all"].append(1e6 * sum(spent.values()) / (3 * services))
     return {shape: statistics.median(values) for shape, values in samples.items()}
+
+
+def url_factory(kind: str, tmp: Path, pg_url: str | None) -> Callable[[], str] | None:
+    """A function giving a new empty store URL of ``kind`` on each call."""
+
+    def memory() -> str:
+        return "memory"
+
+    def sqlite() -> str:
+        return f"sqlite:///{tmp / f'{uuid.uuid4().hex[:8]}.db'}"
+
+    def postgresql() -> str:
+        join = "&" if "?" in str(pg_url) else "?"
+        return f"{pg_url}{join}schema=bench_{uuid.uuid4().hex[:12]}"
+
+    factories = {"memory": memory, "sqlite": sqlite, "postgresql": postgresql}
+    return factories.get("postgresql" if kind == "postgres" else kind)
 
 
 def baseline_figures(rev: str, argv: list[str]) -> dict[str, dict[str, float]]:
@@ -284,16 +303,10 @@ def main(argv: list[str] | None = None) -> int:
                 again += ["--batch", str(args.batch), "--rounds", str(args.rounds)]
                 base = baseline_figures(args.baseline, [*again, "--pg-url", str(pg_url)])
             for kind in kinds:
-                if kind == "memory":
-                    url = "memory"
-                elif kind == "sqlite":
-                    url = f"sqlite:///{Path(tmp) / f'{uuid.uuid4().hex[:8]}.db'}"
-                elif kind in ("postgresql", "postgres"):
-                    schema = f"bench_{uuid.uuid4().hex[:12]}"
-                    url = f"{pg_url}{'&' if '?' in str(pg_url) else '?'}schema={schema}"
-                else:
+                new_url = url_factory(kind, Path(tmp), pg_url)
+                if new_url is None:
                     parser.error(f"--stores: unknown store {kind!r}")
-                figures[kind] = measure(url, args.services, args.batch, args.rounds)
+                figures[kind] = measure(new_url, args.services, args.batch, args.rounds)
         finally:
             if server is not None:
                 server.stop()

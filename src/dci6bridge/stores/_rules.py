@@ -9,7 +9,6 @@ which the shared contract suite checks.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -19,7 +18,16 @@ import attrs
 from dci6bridge._validate import show
 from dci6bridge.errors import ConfigError, LeaseLost, ServiceNotFound, StaleState
 
-from ._codec import canonical_json, check_mapping, customer_key, digest
+from ._codec import (
+    SERVICE_COLUMNS,
+    canonical_json,
+    check_keys,
+    check_mapping,
+    customer_key,
+    digest,
+    plain_json,
+    replace_service,
+)
 from .base import PATCHABLE, AdvanceRequest, Lease, Move, NewOutbox, NewTask, StoredService
 
 __all__ = [
@@ -28,6 +36,7 @@ __all__ = [
     "CheckedRequest",
     "CheckedTransition",
     "apply_patch",
+    "changed_columns",
     "check_advance",
     "check_claim",
     "check_customer_query",
@@ -55,6 +64,8 @@ __all__ = [
 _INT_COLUMNS = frozenset({"desired_seq", "attempts", "server_id", "user_id", "op_id"})
 _OPTIONAL = frozenset({"last_error", "module", "server_id", "user_id", "op_id", "failed_from"})
 _TEXT_COLUMNS = frozenset({"desired", "last_error", "module", "failed_from"})
+# The lease columns of a row whose lease was given up.
+_RELEASED = {"lease_owner": None, "lease_until": 0.0}
 
 
 def check_text(value: Any, field: str) -> str:
@@ -141,7 +152,7 @@ def _check_column(key: str, value: Any) -> Any:
         return check_number(value, field)
     # "data": validated as JSON here so a bad value fails before anything is written, and
     # kept as JSON gives it back (tuples become lists) so every backend returns the same.
-    loaded: dict[str, Any] = json.loads(check_mapping(value, field=field))
+    loaded: dict[str, Any] = plain_json(check_keys(value, field=field), field=field)
     return loaded
 
 
@@ -287,10 +298,10 @@ def apply_patch(
 ) -> StoredService:
     """``service`` with a checked patch applied: ``data`` merged key by key (``None``
     deletes), other columns replaced, ``updated_at`` set, plus the columns in ``also``."""
-    changes = {**patch, **also}
+    changes = {**patch, **also, "updated_at": now}
     if "data" in changes:
         changes["data"] = merge_data(dict(service.data), changes["data"])
-    return attrs.evolve(service, **changes, updated_at=now)
+    return replace_service(service, changes)
 
 
 def merge_data(into: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
@@ -316,7 +327,7 @@ def transitioned(
     lease given up with ``release``."""
     changes = {"attempts": 0, **patch}
     moved = apply_patch(service, changes, now, state=new_state, version=service.version + 1)
-    return attrs.evolve(moved, lease_owner=None, lease_until=0.0) if release else moved
+    return replace_service(moved, _RELEASED) if release else moved
 
 
 def check_server_id(server_id: Any) -> int:
@@ -465,12 +476,26 @@ def check_requests(requests: Sequence[AdvanceRequest]) -> list[CheckedRequest]:
 class AdvancePlan:
     """The rows an ``advance`` writes: the service row afterwards, one history row
     ``(version, from_state, to_state, detail_json)`` per move, the outbox rows
-    ``(version, kind, payload_json)`` and the department tasks."""
+    ``(version, kind, payload_json)`` and the department tasks. ``changed`` names the
+    ``services`` columns whose value differs from the row before (``data_json`` for
+    ``data``), in table order: all an ``UPDATE`` needs to write."""
 
     service: StoredService
     history: list[tuple[int, str, str, str]]
     outbox: list[tuple[int, str, str]]
     tasks: list[NewTask]
+    changed: tuple[str, ...]
+
+
+def changed_columns(before: StoredService, changes: Mapping[str, Any]) -> tuple[str, ...]:
+    """The ``services`` columns ``changes`` (record fields) set to a new value, in
+    table order (``data`` is the ``data_json`` column); ``updated_at`` always, as every
+    write sets it, even to the same time."""
+    differ = {key for key, value in changes.items() if getattr(before, key) != value}
+    differ.add("updated_at")
+    if "data" in differ:
+        differ.add("data_json")
+    return tuple(column for column in SERVICE_COLUMNS if column in differ)
 
 
 def plan_advance(
@@ -503,7 +528,7 @@ def plan_advance(
                 continue
             data = merge_data(dict(current.data) if data is None else data, value)
 
-    # the same result as transitioned() per move, then apply_patch(), in one evolve
+    # the same result as transitioned() per move, then apply_patch(), in one replace
     for to, one in checked.moves:
         changes["attempts"] = 0  # a transition resets them unless its patch sets them
         apply(one.patch)
@@ -517,8 +542,14 @@ def plan_advance(
     if data is not None:
         changes["data"] = data
     if release:
-        changes.update(lease_owner=None, lease_until=0.0)
+        changes.update(_RELEASED)
     elif lease_until is not None:
         changes["lease_until"] = lease_until
-    row = attrs.evolve(current, **changes, state=state, version=version, updated_at=now)
-    return AdvancePlan(service=row, history=history, outbox=outbox, tasks=tasks)
+    changes.update(state=state, version=version, updated_at=now)
+    return AdvancePlan(
+        service=replace_service(current, changes),
+        history=history,
+        outbox=outbox,
+        tasks=tasks,
+        changed=changed_columns(current, changes),
+    )

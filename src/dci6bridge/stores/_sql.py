@@ -59,6 +59,17 @@ _UPDATE_COLUMNS = tuple(
     c for c in SERVICE_COLUMNS if c not in ("service_id", "spec_json", "spec_hash", "created_at")
 )
 _UPDATE_SET = ", ".join(f"{c} = ?" for c in _UPDATE_COLUMNS)
+_HISTORY_COLUMNS = (
+    "service_id",
+    "version",
+    "from_state",
+    "to_state",
+    "epoch",
+    "worker",
+    "at",
+    "detail_json",
+)
+_OUTBOX_COLUMNS = ("service_id", "version", "kind", "payload_json", "attempts", "available_at")
 _ACK_CHUNK = 500
 # Rows one prune transaction deletes at most: a short lock, a bounded RETURNING list.
 _PRUNE_BATCH = 1000
@@ -101,6 +112,28 @@ class SingletonTake:
     until: float
 
 
+class _Rows:
+    """The rows the requests of one ``advance_many`` write, gathered so that each table
+    takes one statement for all of them."""
+
+    def __init__(self) -> None:
+        self.services: list[tuple[StoredService, tuple[str, ...]]] = []
+        self.history: list[tuple[Any, ...]] = []
+        self.outbox: list[tuple[Any, ...]] = []
+
+    def add(self, plan: rules.AdvancePlan, lease: Lease, now: float) -> None:
+        sid, epoch, worker = lease.service_id, lease.epoch, lease.worker_id
+        self.services.append((plan.service, plan.changed))
+        self.history += [
+            (sid, version, from_state, to_state, epoch, worker, now, detail)
+            for version, from_state, to_state, detail in plan.history
+        ]
+        self.outbox += [
+            (sid, version, kind, payload_json, 0, now)
+            for version, kind, payload_json in plan.outbox
+        ]
+
+
 class SqlStore(FencedWrites):
     """Everything a SQL status store does, over a backend's transactions."""
 
@@ -122,27 +155,34 @@ class SqlStore(FencedWrites):
         """The statement (and its parameters) that performs ``claim``."""
         raise NotImplementedError
 
-    def _locked(self, tx: Tx, service_id: str) -> tuple[StoredService | None, float]:
-        """The service row, locked, and the transaction's clock read after the lock."""
-        current = self._service(tx, service_id, lock=True)
+    def _locked(
+        self, tx: Tx, service_id: str, known: StoredService | None = None
+    ) -> tuple[StoredService | None, float]:
+        """The service row, locked, and the transaction's clock read after the lock.
+        ``known``: an earlier record of the service (a lease's), whose spec is reused
+        (:func:`~._codec.service_from_row`)."""
+        current = self._service(tx, service_id, lock=True, known=known)
         return current, tx.now()
 
     def _locked_many(
-        self, tx: Tx, service_ids: Sequence[str]
+        self, tx: Tx, known: Mapping[str, StoredService]
     ) -> tuple[dict[str, StoredService], float]:
-        """The rows of ``service_ids`` (those that exist), locked by one statement in id
-        order (two writers locking overlapping sets cannot deadlock), and the
-        transaction's clock read after the locks."""
-        if len(service_ids) == 1:
-            current, now = self._locked(tx, service_ids[0])
+        """The rows of the services of ``known`` (those that exist; id → an earlier
+        record, a lease's), locked by one statement in id order (two writers locking
+        overlapping sets cannot deadlock), and the transaction's clock read after the
+        locks."""
+        if len(known) == 1:
+            ((service_id, record),) = known.items()
+            current, now = self._locked(tx, service_id, record)
             return ({} if current is None else {current.service_id: current}), now
-        marks = ", ".join("?" for _ in service_ids)
+        marks = ", ".join("?" for _ in known)
         rows = tx.execute(
             f"SELECT * FROM {self._p}services WHERE service_id IN ({marks}) "
             f"ORDER BY service_id{self._lock_row}",
-            list(service_ids),
+            list(known),
         )
-        return {r["service_id"]: service_from_row(r) for r in rows}, tx.now()
+        found = (service_from_row(r, known.get(r["service_id"])) for r in rows)
+        return {s.service_id: s for s in found}, tx.now()
 
     def _insert_rows(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
@@ -184,24 +224,31 @@ class SqlStore(FencedWrites):
         return self._writes
 
     # ------------------------------------------------------------------ row helpers
-    def _service(self, tx: Tx, service_id: str, *, lock: bool) -> StoredService | None:
+    def _service(
+        self, tx: Tx, service_id: str, *, lock: bool, known: StoredService | None = None
+    ) -> StoredService | None:
         rows = tx.execute(
             f"SELECT * FROM {self._p}services WHERE service_id = ?"
             + (self._lock_row if lock else ""),
             (service_id,),
         )
-        return service_from_row(rows[0]) if rows else None
+        return service_from_row(rows[0], known) if rows else None
 
     def _update(self, tx: Tx, service: StoredService) -> StoredService:
         # ``service`` came from a row read in this transaction plus a checked patch (JSON
         # round-tripped), so it already equals what a re-read would return.
-        tx.execute(*self._update_sql(service))
+        tx.execute(*self._update_sql(service, _UPDATE_COLUMNS))
         return service
 
-    def _update_sql(self, service: StoredService) -> tuple[str, list[Any]]:
+    def _update_sql(self, service: StoredService, columns: Sequence[str]) -> tuple[str, list[Any]]:
+        """The ``UPDATE`` of ``columns`` of the service's row (fewer columns: fewer
+        values to encode and bind, and no ``data`` JSON to encode when it is unchanged)."""
+        assign = (
+            _UPDATE_SET if columns is _UPDATE_COLUMNS else ", ".join(f"{c} = ?" for c in columns)
+        )
         return (
-            f"UPDATE {self._p}services SET {_UPDATE_SET} WHERE service_id = ?",
-            [*service_update_values(service, _UPDATE_COLUMNS), service.service_id],
+            f"UPDATE {self._p}services SET {assign} WHERE service_id = ?",
+            [*service_update_values(service, columns), service.service_id],
         )
 
     def _fenced(
@@ -213,7 +260,7 @@ class SqlStore(FencedWrites):
         expected_version: int | None = None,
         expected_desired_seq: int | None = None,
     ) -> tuple[StoredService, float]:
-        current, now = self._locked(tx, lease.service_id)
+        current, now = self._locked(tx, lease.service_id, lease.service)
         service = rules.fence(
             current,
             lease,
@@ -367,21 +414,34 @@ class SqlStore(FencedWrites):
     # ------------------------------------------------------------------ fenced writes
     def _advance_many(self, requests: Sequence[rules.CheckedRequest]) -> list[AdvanceOutcome]:
         outcomes: list[AdvanceOutcome] = []
+        rows = _Rows()
         with self._transaction(write=True) as tx:
-            rows, now = self._locked_many(tx, [r.lease.service_id for r in requests])
+            leased, now = self._locked_many(
+                tx, {r.lease.service_id: r.lease.service for r in requests}
+            )
             for request in requests:
                 try:
                     outcomes.append(
-                        self._advance_in(tx, request, rows.get(request.lease.service_id), now)
+                        self._advance_in(
+                            tx, request, leased.get(request.lease.service_id), now, rows
+                        )
                     )
                 except (LeaseLost, StaleState, ServiceNotFound) as exc:
                     # decided before this request wrote anything: the others go on
                     outcomes.append(exc)
+            self._write_all(tx, self._statements(rows))
         return outcomes
 
     def _advance_in(
-        self, tx: Tx, request: rules.CheckedRequest, row: StoredService | None, now: float
+        self,
+        tx: Tx,
+        request: rules.CheckedRequest,
+        row: StoredService | None,
+        now: float,
+        rows: _Rows,
     ) -> Advanced:
+        """Fence and plan one request, take its reservation and singleton, and add its
+        row writes to ``rows`` (written for every request at once, after the last)."""
         lease, checked, expected_state = request.lease, request.checked, request.expected_state
         current = rules.fence(
             row,
@@ -415,48 +475,25 @@ class SqlStore(FencedWrites):
             )
             if not reserved:
                 return Advanced(current, reserved=False)
-        writes = [self._update_sql(plan.service)]
-        if plan.history:
-            sid, epoch, worker = lease.service_id, lease.epoch, lease.worker_id
-            writes.append(
-                self._insert_rows(
-                    "transitions",
-                    (
-                        "service_id",
-                        "version",
-                        "from_state",
-                        "to_state",
-                        "epoch",
-                        "worker",
-                        "at",
-                        "detail_json",
-                    ),
-                    [
-                        (sid, version, from_state, to_state, epoch, worker, now, detail)
-                        for version, from_state, to_state, detail in plan.history
-                    ],
-                )
-            )
-        if plan.outbox:
-            # One multi-row INSERT: the ids, hence the delivery order, follow the list
-            # even where the statements run as one (PostgreSQL's data-modifying CTEs
-            # have no order among themselves).
-            writes.append(
-                self._insert_rows(
-                    "outbox",
-                    ("service_id", "version", "kind", "payload_json", "attempts", "available_at"),
-                    [
-                        (lease.service_id, version, kind, payload_json, 0, now)
-                        for version, kind, payload_json in plan.outbox
-                    ],
-                )
-            )
-        self._write_all(tx, writes)
+        rows.add(plan, lease, now)
         for task in plan.tasks:
             self._open_task(tx, lease.service_id, task, now)
         if singleton is not None and held is None:
             held = self._take_singleton(tx, singleton.name, singleton.holder, singleton.until, now)
         return Advanced(plan.service, reserved=reserved, singleton=held)
+
+    def _statements(self, rows: _Rows) -> list[tuple[str, list[Any]]]:
+        """The statements that write ``rows``: an ``UPDATE`` per changed service, one
+        multi-row ``INSERT`` of every history row and one of every outbox row."""
+        writes = [self._update_sql(service, changed) for service, changed in rows.services]
+        if rows.history:
+            writes.append(self._insert_rows("transitions", _HISTORY_COLUMNS, rows.history))
+        if rows.outbox:
+            # One multi-row INSERT: the ids, hence the delivery order, follow the list
+            # even where the statements run as one (PostgreSQL's data-modifying CTEs
+            # have no order among themselves).
+            writes.append(self._insert_rows("outbox", _OUTBOX_COLUMNS, rows.outbox))
+        return writes
 
     # ------------------------------------------------------------------ reservations
     def _holder(self, tx: Tx, server_id: int) -> str | None:
@@ -487,25 +524,26 @@ class SqlStore(FencedWrites):
         return self._reserve(tx, lease, server_id, now), None
 
     def _reserve(self, tx: Tx, lease: Lease, server_id: int, now: float) -> bool:
+        # The usual case, a free server for a service holding none, is one statement;
+        # only when it inserts nothing do we look at who holds what.
+        sid, p = lease.service_id, self._p
+        inserted = tx.execute(
+            f"INSERT INTO {p}server_claims (server_id, service_id, claimed_at) "
+            f"SELECT ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM {p}server_claims "
+            "WHERE server_id = ? OR service_id = ?) ON CONFLICT DO NOTHING RETURNING server_id",
+            (server_id, sid, now, server_id, sid),
+        )
+        if inserted:
+            return True
         holder = self._holder(tx, server_id)
         if holder is not None:
-            return holder == lease.service_id
-        mine = tx.execute(
-            f"SELECT server_id FROM {self._p}server_claims WHERE service_id = ?",
-            (lease.service_id,),
-        )
+            return holder == sid
+        mine = tx.execute(f"SELECT server_id FROM {p}server_claims WHERE service_id = ?", (sid,))
         if mine:
-            raise StaleState(
-                rules.holds_other_server(lease.service_id, int(mine[0]["server_id"]), server_id)
-            )
-        # A concurrent reservation of the same server by another service (PostgreSQL)
-        # makes this insert do nothing once that one commits; the holder decides.
-        inserted = tx.execute(
-            f"INSERT INTO {self._p}server_claims (server_id, service_id, claimed_at) "
-            "VALUES (?, ?, ?) ON CONFLICT DO NOTHING RETURNING server_id",
-            (server_id, lease.service_id, now),
-        )
-        return bool(inserted) or self._holder(tx, server_id) == lease.service_id
+            raise StaleState(rules.holds_other_server(sid, int(mine[0]["server_id"]), server_id))
+        # Free in this transaction's view, yet nothing inserted: a concurrent reservation
+        # of the same server by another service (PostgreSQL) committed first.
+        return self._holder(tx, server_id) == sid
 
     def release_server(self, lease: Lease, server_id: int) -> None:
         """Drop this service's reservation; see :meth:`StatusStore.release_server`."""

@@ -8,6 +8,7 @@ it behaves the same on SQLite or PostgreSQL.
 
 from __future__ import annotations
 
+import heapq
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -71,8 +72,12 @@ class MemoryStore(FencedWrites):
         self._writes = 0
         self._closed = False
         self._services: dict[str, dict[str, Any]] = {}
+        # Ids of the rows with ``runnable`` set: what ``acquire`` looks through (the SQL
+        # stores' partial index), so its cost follows the work left, not every service.
+        self._runnable: set[str] = set()
         self._history: dict[str, list[dict[str, Any]]] = {}
         self._claims: dict[int, str] = {}
+        self._claim_of: dict[str, int] = {}  # the reverse of _claims: one server a service
         self._requests: dict[tuple[str, str], tuple[str, float]] = {}  # fingerprint, at
         self._by_customer: dict[str, set[str]] = {}  # the SQL stores' customer index
         self._outbox: dict[int, dict[str, Any]] = {}
@@ -97,13 +102,35 @@ class MemoryStore(FencedWrites):
         if self._closed:
             raise StoreError("MemoryStore is closed")
 
-    def _row(self, service_id: str) -> StoredService | None:
+    def _row(self, service_id: str, known: StoredService | None = None) -> StoredService | None:
         row = self._services.get(service_id)
-        return None if row is None else service_from_row(row)
+        return None if row is None else service_from_row(row, known)
 
     def _put(self, service: StoredService) -> StoredService:
-        self._services[service.service_id] = service_to_row(service)
+        """Store ``service``; a copy sharing nothing with it or with the store."""
+        self._store(service, None)
         return service_from_row(self._services[service.service_id])
+
+    def _store(self, service: StoredService, changed: Sequence[str] | None) -> None:
+        """Store ``service`` as a row. ``changed``: the columns that differ from the
+        stored row (``None``: unknown); the JSON of ``spec`` (never changed after
+        creation) and of an unchanged ``data`` is kept rather than encoded again."""
+        sid = service.service_id
+        old = self._services.get(sid)
+        if old is None:
+            row = service_to_row(service)
+        else:
+            same_data = changed is not None and "data_json" not in changed
+            row = service_to_row(
+                service,
+                spec_json=old["spec_json"],
+                data_json=old["data_json"] if same_data else None,
+            )
+        self._services[sid] = row
+        if service.runnable:
+            self._runnable.add(sid)
+        else:
+            self._runnable.discard(sid)
 
     def _new_id(self, table: str) -> int:
         # One sequence per table, as the SQL stores have.
@@ -205,16 +232,15 @@ class MemoryStore(FencedWrites):
         with self._lock:
             self._check_open()
             now = self.now()
-            ready = sorted(
-                (
-                    s
-                    for s in map(service_from_row, self._services.values())
-                    if s.runnable
-                    and s.not_before <= now
-                    and (s.lease_owner is None or s.lease_until <= now)
-                ),
-                key=lambda s: (s.not_before, s.service_id),
-            )[:limit]
+            rows = self._services
+            due = (
+                rows[sid]
+                for sid in self._runnable
+                if rows[sid]["not_before"] <= now
+                and (rows[sid]["lease_owner"] is None or rows[sid]["lease_until"] <= now)
+            )
+            first = heapq.nsmallest(limit, due, key=lambda r: (r["not_before"], r["service_id"]))
+            ready = [service_from_row(row) for row in first]
             if not ready:
                 return []
             leases = []
@@ -292,7 +318,7 @@ class MemoryStore(FencedWrites):
     def _advance_in(self, request: rules.CheckedRequest, now: float) -> Advanced:
         lease, checked = request.lease, request.checked
         current = rules.fence(
-            self._row(lease.service_id),
+            self._row(lease.service_id, lease.service),
             lease,
             now,
             expected_state=request.expected_state,
@@ -315,8 +341,9 @@ class MemoryStore(FencedWrites):
             lease_until=None if request.renew is None else now + request.renew,
         )
         if checked.reserve_server is not None:
-            self._claims[checked.reserve_server] = sid
-        stored = self._put(plan.service)
+            self._claim(checked.reserve_server, sid)
+        # plan.service shares no object with the store, which keeps JSON text
+        self._store(plan.service, plan.changed)
         self._history.setdefault(sid, []).extend(
             {
                 "service_id": sid,
@@ -351,7 +378,7 @@ class MemoryStore(FencedWrites):
             holder = f"{lease.worker_id}:{sid}"
             until = max(plan.service.lease_until, now)
             held = self._take_singleton(checked.singleton, holder, until, now)
-        return Advanced(stored, reserved=reserved, singleton=held)
+        return Advanced(plan.service, reserved=reserved, singleton=held)
 
     # ------------------------------------------------------------------ reservations
     def reserve_server(self, lease: Lease, server_id: int) -> bool:
@@ -365,17 +392,21 @@ class MemoryStore(FencedWrites):
             if not self._reservable(lease.service_id, server_id):
                 return False
             with self._write():
-                self._claims[server_id] = lease.service_id
+                self._claim(server_id, lease.service_id)
             return True
+
+    def _claim(self, server_id: int, service_id: str) -> None:
+        self._claims[server_id] = service_id
+        self._claim_of[service_id] = server_id
 
     def _reservable(self, service_id: str, server_id: int) -> bool:
         """Whether ``service_id`` may hold ``server_id`` (``False``: another one does)."""
         holder = self._claims.get(server_id)
         if holder is not None:
             return holder == service_id
-        mine = [sid for sid, svc in self._claims.items() if svc == service_id]
-        if mine:
-            raise StaleState(rules.holds_other_server(service_id, mine[0], server_id))
+        mine = self._claim_of.get(service_id)
+        if mine is not None:
+            raise StaleState(rules.holds_other_server(service_id, mine, server_id))
         return True
 
     def release_server(self, lease: Lease, server_id: int) -> None:
@@ -387,6 +418,7 @@ class MemoryStore(FencedWrites):
             if self._claims.get(server_id) == lease.service_id:
                 with self._write():
                     del self._claims[server_id]
+                    del self._claim_of[lease.service_id]
 
     def server_claims(self) -> Mapping[int, str]:
         """Every reservation: server id → service id."""

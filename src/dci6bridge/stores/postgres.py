@@ -38,7 +38,7 @@ import re
 import selectors
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -592,19 +592,22 @@ class PostgresStore(SqlStore):
         text = redact_url(str(exc))
         return text.replace(self._password, "***") if self._password else text
 
-    def _locked(self, tx: Tx, service_id: str) -> tuple[StoredService | None, float]:
+    def _locked(
+        self, tx: Tx, service_id: str, known: StoredService | None = None
+    ) -> tuple[StoredService | None, float]:
         if not isinstance(tx, _Tx) or not self._clock_with_locks(tx):
-            return super()._locked(tx, service_id)
-        rows, now = self._lock_reading_clock(tx, "service_id = ?", [service_id])
+            return super()._locked(tx, service_id, known)
+        known_by_id = {} if known is None else {service_id: known}
+        rows, now = self._lock_reading_clock(tx, "service_id = ?", [service_id], known_by_id)
         return (rows[0] if rows else None), now
 
     def _locked_many(
-        self, tx: Tx, service_ids: Sequence[str]
+        self, tx: Tx, known: Mapping[str, StoredService]
     ) -> tuple[dict[str, StoredService], float]:
-        if len(service_ids) == 1 or not isinstance(tx, _Tx) or not self._clock_with_locks(tx):
-            return super()._locked_many(tx, service_ids)
-        marks = ", ".join("?" for _ in service_ids)
-        rows, now = self._lock_reading_clock(tx, f"service_id IN ({marks})", service_ids)
+        if len(known) == 1 or not isinstance(tx, _Tx) or not self._clock_with_locks(tx):
+            return super()._locked_many(tx, known)
+        marks = ", ".join("?" for _ in known)
+        rows, now = self._lock_reading_clock(tx, f"service_id IN ({marks})", list(known), known)
         return {row.service_id: row for row in rows}, now
 
     def _clock_with_locks(self, tx: _Tx) -> bool:
@@ -612,7 +615,7 @@ class PostgresStore(SqlStore):
         return self._clock is None and not tx.has_now
 
     def _lock_reading_clock(
-        self, tx: _Tx, where: str, params: Sequence[Any]
+        self, tx: _Tx, where: str, params: Sequence[Any], known: Mapping[str, StoredService]
     ) -> tuple[list[StoredService], float]:
         # One statement instead of two. The clock is read in the outer query, row by row
         # as the materialized CTE hands them over locked (in id order: writers locking
@@ -627,7 +630,8 @@ class PostgresStore(SqlStore):
         if not rows:
             return [], tx.now()
         stamps = [float(row.pop(_LOCKED_AT)) for row in rows]
-        return [service_from_row(row) for row in rows], tx.set_now(max(stamps))
+        found = [service_from_row(row, known.get(row["service_id"])) for row in rows]
+        return found, tx.set_now(max(stamps))
 
     def _reserve(self, tx: Tx, lease: Lease, server_id: int, now: float) -> bool:
         return self._reserve_and_take(tx, lease, server_id, now, None)[0]
