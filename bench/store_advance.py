@@ -204,7 +204,7 @@ def run_once(store: StatusStore, services: int, batch: int, first: int = 0) -> d
         group = range(start, min(start + batch, first + services))
         for i in group:
             store.create_service(f"{run}-{i:05d}", spec_of(i), state="pending", desired="active")
-        leases = {}
+        leases: dict[str, Lease] = {}
         while len(leases) < len(group):  # services created earlier are all done
             for lease in store.acquire("w0", 600, limit=len(group) - len(leases)):
                 leases[lease.service_id] = lease
@@ -221,21 +221,18 @@ def run_once(store: StatusStore, services: int, batch: int, first: int = 0) -> d
     return spent
 
 
-def measure(new_url: Callable[[], str], services: int, batch: int, rounds: int) -> dict[str, float]:
-    """Median µs per request of each shape and overall, over ``rounds`` fresh stores
-    (``new_url()``: a new empty database or schema each)."""
-    samples: dict[str, list[float]] = {shape: [] for shape in (*SHAPES, "all")}
-    for _ in range(rounds):
-        url = new_url()
-        store = MemoryStore() if url == "memory" else open_store(url)
-        warm = min(services, 2 * batch)
-        run_once(store, warm, batch)  # warm up caches and plans
-        spent = run_once(store, services, batch, first=warm)
-        store.close()
-        for shape in SHAPES:
-            samples[shape].append(1e6 * spent[shape] / services)
-        samples["all"].append(1e6 * sum(spent.values()) / (3 * services))
-    return {shape: statistics.median(values) for shape, values in samples.items()}
+def sample(new_url: Callable[[], str], services: int, batch: int) -> dict[str, float]:
+    """µs per request of each shape and overall, on a fresh store (``new_url()``: a new
+    empty database or schema)."""
+    url = new_url()
+    store = MemoryStore() if url == "memory" else open_store(url)
+    warm = min(services, 2 * batch)
+    run_once(store, warm, batch)  # warm up caches and plans
+    spent = run_once(store, services, batch, first=warm)
+    store.close()
+    got = {shape: 1e6 * spent[shape] / services for shape in SHAPES}
+    got["all"] = 1e6 * sum(spent.values()) / (3 * services)
+    return got
 
 
 def url_factory(kind: str, tmp: Path, pg_url: str | None) -> Callable[[], str] | None:
@@ -255,27 +252,39 @@ def url_factory(kind: str, tmp: Path, pg_url: str | None) -> Callable[[], str] |
     return factories.get("postgresql" if kind == "postgres" else kind)
 
 
-def baseline_figures(rev: str, argv: list[str]) -> dict[str, dict[str, float]]:
-    """This benchmark's figures on the library at git revision ``rev``."""
+def export(rev: str, into: Path) -> Path:
+    """The library's source at git revision ``rev``, written under ``into``: a path
+    to put first on ``PYTHONPATH``."""
     root = Path(__file__).resolve().parent.parent
     archive = subprocess.run(
-        ["git", "archive", "--format=tar", rev, "src"],
-        cwd=root,
-        check=True,
-        capture_output=True,
+        ["git", "archive", "--format=tar", rev, "src"], cwd=root, check=True, capture_output=True
     ).stdout
+    with tarfile.open(fileobj=BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into / "src"
+
+
+def baseline_sample(src: Path, argv: list[str]) -> dict[str, dict[str, float]]:
+    """One round of this benchmark on the library under ``src``, in a subprocess."""
     with tempfile.TemporaryDirectory(prefix="store-advance-base-") as tmp:
-        with tarfile.open(fileobj=BytesIO(archive)) as tar:
-            tar.extractall(tmp, filter="data")
         out = Path(tmp) / "figures.json"
-        env = {**os.environ, "PYTHONPATH": str(Path(tmp) / "src")}
         subprocess.run(
-            [sys.executable, __file__, *argv, "--json", str(out), "--quiet"],
-            env=env,
+            [sys.executable, __file__, *argv, "--rounds", "1", "--json", str(out), "--quiet"],
+            env={**os.environ, "PYTHONPATH": str(src)},
             check=True,
         )
         figures: dict[str, dict[str, float]] = json.loads(out.read_text())
     return figures
+
+
+def medians(rounds: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Per store and shape, the median over rounds."""
+    return {
+        kind: {
+            shape: statistics.median(r[kind][shape] for r in rounds) for shape in rounds[0][kind]
+        }
+        for kind in rounds[0]
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -291,22 +300,37 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     kinds = [k.strip() for k in args.stores.split(",") if k.strip()]
     server = None
-    figures: dict[str, dict[str, float]] = {}
-    base: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="store-advance-") as tmp:
         try:
             pg_url = args.pg_url
             if pg_url is None and any(k.startswith("postgres") for k in kinds):
                 pg_url, server = pg_url_or_server(None)
-            if args.baseline:
-                again = ["--stores", args.stores, "--services", str(args.services)]
-                again += ["--batch", str(args.batch), "--rounds", str(args.rounds)]
-                base = baseline_figures(args.baseline, [*again, "--pg-url", str(pg_url)])
+            factories = {}
             for kind in kinds:
                 new_url = url_factory(kind, Path(tmp), pg_url)
                 if new_url is None:
                     parser.error(f"--stores: unknown store {kind!r}")
-                figures[kind] = measure(new_url, args.services, args.batch, args.rounds)
+                factories[kind] = new_url
+            src = export(args.baseline, Path(tmp)) if args.baseline else None
+            again = ["--stores", args.stores, "--services", str(args.services)]
+            again += ["--batch", str(args.batch), "--pg-url", str(pg_url)]
+            ours: list[dict[str, dict[str, float]]] = []
+            theirs: list[dict[str, dict[str, float]]] = []
+            for r in range(args.rounds):
+                # before and after take turns (ABBA), so that a slow moment of a shared
+                # machine hits both alike
+                if src is not None and r % 2 == 0:
+                    theirs.append(baseline_sample(src, again))
+                ours.append(
+                    {
+                        kind: sample(new, args.services, args.batch)
+                        for kind, new in factories.items()
+                    }
+                )
+                if src is not None and r % 2 == 1:
+                    theirs.append(baseline_sample(src, again))
+            figures = medians(ours)
+            base = medians(theirs) if theirs else {}
         finally:
             if server is not None:
                 server.stop()
