@@ -193,12 +193,16 @@ def _round_trip(value: Any) -> Any:
 
 @given(_VALUES)
 def test_plain_json_is_a_json_round_trip(value: Any) -> None:
+    expected: Any = None
+    refusal = ""
     try:
         expected = _round_trip(value)
     except ConfigError as exc:
+        refusal = str(exc)
+    if refusal:
         with pytest.raises(ConfigError) as err:
             plain_json(value, field="f")
-        assert str(err.value) == str(exc)
+        assert str(err.value) == refusal
         return
     got = plain_json(value, field="f")
     assert got == expected
@@ -212,12 +216,12 @@ def test_plain_json_copies_and_refuses_what_json_refuses() -> None:
     copy["a"]["x"] = 0
     assert source["a"]["x"] == 1.5
     for bad in (math.inf, math.nan, Secret("hunter2"), object()):
-        with pytest.raises(ConfigError, match="^data: cannot be stored as JSON") as err:
+        with pytest.raises(ConfigError, match=r"^data: cannot be stored as JSON") as err:
             plain_json({"k": [bad]}, field="data")
         assert "hunter2" not in str(err.value)
     loop: list[Any] = []
     loop.append(loop)
-    with pytest.raises(ConfigError, match="^data: "):
+    with pytest.raises(ConfigError, match=r"^data: "):
         plain_json({"k": loop}, field="data")
 
 
