@@ -30,7 +30,7 @@ from dci6bridge.stores import (
     StatusStore,
 )
 from dci6bridge.stores import memory as memory_module
-from dci6bridge.stores._codec import canonical_json, plain_json
+from dci6bridge.stores._codec import canonical_json, plain_json, service_from_row
 
 from .conftest import FakeClock
 from .test_contract import SPEC, create, lease_of
@@ -244,7 +244,7 @@ def test_memory_acquire_looks_only_at_runnable_services(monkeypatch: pytest.Monk
         )
     create(store, "NEW")
     decoded: list[str] = []
-    real = memory_module.service_from_row
+    real = service_from_row
 
     def counting(row: Any, known: Any = None) -> Any:
         decoded.append(row["service_id"])
