@@ -135,6 +135,8 @@ def digest(text: str) -> str:
 
 def check_keys(value: Any, *, field: str) -> Mapping[str, Any]:
     """``value`` if it is a str-keyed mapping, else :class:`ConfigError` naming ``field``."""
+    if type(value) is dict and all(type(key) is str for key in value):
+        return value
     if not isinstance(value, Mapping):
         raise ConfigError(f"{field}: expected a mapping, got {show(value)}")
     for key in value:

@@ -132,6 +132,11 @@ def check_customer_query(
     return key, module, [check_text(s, f"states[{i}]") for i, s in enumerate(states)]
 
 
+def _not_a_sequence(value: Any) -> bool:
+    # lists and tuples, by far the most common, are let through before this is asked
+    return isinstance(value, (str, bytes)) or not isinstance(value, Sequence)
+
+
 def _check_column(key: str, value: Any) -> Any:
     field = f"patch.{key}"
     if value is None and key in _OPTIONAL:
@@ -162,8 +167,8 @@ def check_patch(patch: Mapping[str, Any] | None) -> dict[str, Any]:
         return {}
     if not isinstance(patch, Mapping):
         raise ConfigError(f"patch: expected a mapping, got {show(patch)}")
-    unknown = sorted(str(k) for k in patch if k not in PATCHABLE)
-    if unknown:
+    if not PATCHABLE.issuperset(patch):
+        unknown = sorted(str(k) for k in patch if k not in PATCHABLE)
         raise ConfigError(
             f"patch: {', '.join(map(repr, unknown))} cannot be patched "
             f"(allowed: {', '.join(sorted(PATCHABLE))})"
@@ -400,7 +405,7 @@ def check_advance(
 ) -> CheckedAdvance:
     """Validate everything an ``advance`` would write, so a bad payload writes nothing."""
     given: Any = moves  # checked at run time
-    if isinstance(given, (str, bytes)) or not isinstance(given, Sequence):
+    if type(given) is not tuple and type(given) is not list and _not_a_sequence(given):
         raise ConfigError(f"moves: expected a sequence of Move, got {show(given)}")
     checked: list[tuple[str, CheckedTransition]] = []
     for i, move in enumerate(moves):
@@ -437,7 +442,7 @@ def check_requests(requests: Sequence[AdvanceRequest]) -> list[CheckedRequest]:
     """Validate every request of an ``advance_many`` (fields named ``requests[i]...``),
     so a bad one writes nothing; one service may appear once."""
     given: Any = requests  # checked at run time
-    if isinstance(given, (str, bytes)) or not isinstance(given, Sequence):
+    if type(given) is not list and type(given) is not tuple and _not_a_sequence(given):
         raise ConfigError(f"requests: expected a sequence of AdvanceRequest, got {show(given)}")
     checked: list[CheckedRequest] = []
     seen: dict[str, int] = {}

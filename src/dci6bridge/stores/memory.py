@@ -436,8 +436,8 @@ class MemoryStore(FencedWrites):
         wanted = None if states is None else set(states)
         with self._lock:
             rows = [self._services[k] for k in sorted(self._services)]
-        found = map(service_from_row, rows)
-        return [s for s in found if wanted is None or s.state in wanted]
+        # filtered on the row: only the services asked for are decoded
+        return [service_from_row(r) for r in rows if wanted is None or r["state"] in wanted]
 
     def services_of_customer(
         self,
