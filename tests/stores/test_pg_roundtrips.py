@@ -349,3 +349,42 @@ def test_a_concurrent_reservation_that_aborts_leaves_the_server_to_the_waiting_o
     a = pg.get("A")
     assert a is not None
     assert (a.version, a.state) == (0, "pending"), "A wrote nothing"
+
+
+def test_the_reservations_of_a_whole_batch_take_one_round_trip(
+    pg: PostgresStore, raw: psycopg.Connection[Any]
+) -> None:
+    # Eight reserving requests (the worker's lockstep batch) cost what one does; their
+    # statements still run in request order: C asks for B's server after B got it, D
+    # holds another server already, E takes a singleton without reserving.
+    leases = leased(pg, "A", "B", "C", "D", "E", "F", "G", "H")
+    assert pg.reserve_server(leases["D"], 40)
+    requests = [
+        reserve(leases["A"], 10, singleton="user:a"),
+        reserve(leases["B"], 11, singleton="user:shared"),
+        reserve(leases["C"], 11, singleton="user:c"),
+        reserve(leases["D"], 12),
+        AdvanceRequest(leases["E"], "pending", 0, moves=[Move("x")], singleton="user:shared"),
+        reserve(leases["F"], 13),
+        reserve(leases["G"], 14, singleton="user:g"),
+        reserve(leases["H"], 15),
+    ]
+    spent, done = trips(pg, lambda: pg.advance_many(requests))
+    assert spent == RESERVING_ADVANCE_TRIPS
+    a, b, c, d, e, f, g, h = done
+    assert isinstance(d, StaleState)
+    assert all(isinstance(x, Advanced) for x in (a, b, c, e, f, g, h))
+    answers = [(x.reserved, x.singleton) for x in (a, b, c, e, f, g, h) if isinstance(x, Advanced)]
+    assert answers == [
+        (True, True),
+        (True, True),
+        (False, None),  # B holds 11: nothing of C written, its singleton not taken
+        (None, False),  # B holds user:shared
+        (True, None),
+        (True, True),
+        (True, None),
+    ]
+    assert pg.server_claims() == {10: "A", 11: "B", 13: "F", 14: "G", 15: "H", 40: "D"}
+    assert singletons(raw) == {"user:a": "w:A", "user:shared": "w:B", "user:g": "w:G"}
+    assert pg.history("C") == pg.history("D") == []
+    assert [t.to_state for t in pg.history("E")] == ["x"]

@@ -49,7 +49,7 @@ from .base import (
     Transition,
 )
 
-__all__ = ["Claim", "SingletonTake", "SqlStore", "Tx"]
+__all__ = ["Claim", "SingletonTake", "SqlStore", "Take", "Tx"]
 
 # ``customer`` is no field of the record: an index key derived from the spec once.
 _INSERT_COLUMNS = ", ".join((*SERVICE_COLUMNS, "customer"))
@@ -110,6 +110,16 @@ class SingletonTake:
     name: str
     holder: str
     until: float
+
+
+@attrs.frozen
+class Take:
+    """What one request of an ``advance_many`` takes besides its rows: a server
+    reservation and a singleton (``None``: not asked)."""
+
+    lease: Lease
+    server: int | None
+    singleton: SingletonTake | None
 
 
 class _Rows:
@@ -413,35 +423,46 @@ class SqlStore(FencedWrites):
 
     # ------------------------------------------------------------------ fenced writes
     def _advance_many(self, requests: Sequence[rules.CheckedRequest]) -> list[AdvanceOutcome]:
-        outcomes: list[AdvanceOutcome] = []
+        outcomes: list[AdvanceOutcome | None] = [None] * len(requests)
         rows = _Rows()
         with self._transaction(write=True) as tx:
             leased, now = self._locked_many(
                 tx, {r.lease.service_id: r.lease.service for r in requests}
             )
-            for request in requests:
+            fenced: list[tuple[int, StoredService, rules.AdvancePlan]] = []
+            takes: list[Take] = []
+            for i, request in enumerate(requests):
                 try:
-                    outcomes.append(
-                        self._advance_in(
-                            tx, request, leased.get(request.lease.service_id), now, rows
-                        )
+                    current, plan, take = self._plan(
+                        request, leased.get(request.lease.service_id), now
                     )
                 except (LeaseLost, StaleState, ServiceNotFound) as exc:
                     # decided before this request wrote anything: the others go on
-                    outcomes.append(exc)
+                    outcomes[i] = exc
+                    continue
+                fenced.append((i, current, plan))
+                takes.append(take)
+            # the reservations and singletons of every request, in request order
+            answers = self._take_all(tx, takes, now)
+            for (i, current, plan), take, answer in zip(fenced, takes, answers, strict=True):
+                if isinstance(answer, StaleState):
+                    outcomes[i] = answer
+                    continue
+                reserved, held = answer
+                if reserved is False:  # another service holds the server: nothing written
+                    outcomes[i] = Advanced(current, reserved=False)
+                    continue
+                rows.add(plan, take.lease, now)
+                for task in plan.tasks:
+                    self._open_task(tx, take.lease.service_id, task, now)
+                outcomes[i] = Advanced(plan.service, reserved=reserved, singleton=held)
             self._write_all(tx, self._statements(rows))
-        return outcomes
+        return [o for o in outcomes if o is not None]
 
-    def _advance_in(
-        self,
-        tx: Tx,
-        request: rules.CheckedRequest,
-        row: StoredService | None,
-        now: float,
-        rows: _Rows,
-    ) -> Advanced:
-        """Fence and plan one request, take its reservation and singleton, and add its
-        row writes to ``rows`` (written for every request at once, after the last)."""
+    def _plan(
+        self, request: rules.CheckedRequest, row: StoredService | None, now: float
+    ) -> tuple[StoredService, rules.AdvancePlan, Take]:
+        """Fence one request and plan its rows (nothing written yet); what it takes."""
         lease, checked, expected_state = request.lease, request.checked, request.expected_state
         current = rules.fence(
             row,
@@ -467,20 +488,36 @@ class SqlStore(FencedWrites):
             holder = f"{lease.worker_id}:{lease.service_id}"
             until = max(plan.service.lease_until, now)
             singleton = SingletonTake(checked.singleton, holder, until)
+        return current, plan, Take(lease, checked.reserve_server, singleton)
+
+    def _take_all(
+        self, tx: Tx, takes: Sequence[Take], now: float
+    ) -> list[tuple[bool | None, bool | None] | StaleState]:
+        """Make each take in order: the reservation (``False``: another service holds
+        the server, and then nothing else of that request is taken), then the singleton.
+        Answers ``(reserved, singleton)`` per take, ``None`` where nothing was asked, or
+        the :class:`StaleState` of a service that holds another server."""
+        answers: list[tuple[bool | None, bool | None] | StaleState] = []
+        for take in takes:
+            try:
+                answers.append(self._take_one(tx, take, now))
+            except StaleState as exc:
+                answers.append(exc)
+        return answers
+
+    def _take_one(self, tx: Tx, take: Take, now: float) -> tuple[bool | None, bool | None]:
         reserved: bool | None = None
         held: bool | None = None
-        if checked.reserve_server is not None:
+        if take.server is not None:
             reserved, held = self._reserve_and_take(
-                tx, lease, checked.reserve_server, now, singleton
+                tx, take.lease, take.server, now, take.singleton
             )
             if not reserved:
-                return Advanced(current, reserved=False)
-        rows.add(plan, lease, now)
-        for task in plan.tasks:
-            self._open_task(tx, lease.service_id, task, now)
-        if singleton is not None and held is None:
-            held = self._take_singleton(tx, singleton.name, singleton.holder, singleton.until, now)
-        return Advanced(plan.service, reserved=reserved, singleton=held)
+                return False, None
+        single = take.singleton
+        if single is not None and held is None:
+            held = self._take_singleton(tx, single.name, single.holder, single.until, now)
+        return reserved, held
 
     def _statements(self, rows: _Rows) -> list[tuple[str, list[Any]]]:
         """The statements that write ``rows``: an ``UPDATE`` per changed service, one
@@ -759,14 +796,18 @@ class SqlStore(FencedWrites):
             return self._take_singleton(tx, name, worker_id, now + ttl, now)
 
     def _take_singleton(self, tx: Tx, name: str, holder: str, until: float, now: float) -> bool:
-        rows = tx.execute(
+        return bool(tx.execute(*self._singleton_statement(SingletonTake(name, holder, until), now)))
+
+    def _singleton_statement(self, take: SingletonTake, now: float) -> tuple[str, list[Any]]:
+        """The statement that takes a singleton if it is free, expired or the holder's
+        already, returning a row when it did."""
+        return (
             f"INSERT INTO {self._p}singletons AS s (name, holder, held_until) "
             "VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
             "held_until = excluded.held_until WHERE s.held_until <= ? OR s.holder = ? "
             "RETURNING name",
-            (name, holder, until, now, holder),
+            [take.name, take.holder, take.until, now, take.holder],
         )
-        return bool(rows)
 
 
 def _reopen(cls: type[SqlStore], args: tuple[Any, ...], kwargs: dict[str, Any]) -> SqlStore:
