@@ -87,6 +87,41 @@ def test_renews_before_expiry(api: MockApi, make_client, clock: FakeTime) -> Non
     assert tokens_sent(api)[-1] == "TOKEN-0002-SECRETVALUE"
 
 
+def test_short_lived_token_renews_near_its_end_not_on_every_request(
+    api: MockApi, make_client, clock: FakeTime
+) -> None:
+    # A token living less than the 60 s margin is renewed in the last quarter of its
+    # life: a fixed margin would log in again before every request.
+    api.login_expires_at = "2027-01-15 08:00:00"  # UTC
+    expires = 1_800_000_000.0
+    clock.now = expires - 20
+    api.on("GET", PATH, OK)
+    client = make_client()
+    for now in (expires - 20, expires - 12, expires - 6):
+        clock.now = now
+        client.servers.get(5)
+    assert api.logins == 1
+    clock.now = expires - 4  # inside the last quarter (5 s) of 20 s
+    client.servers.get(5)
+    assert api.logins == 2
+
+
+def test_a_clock_ahead_of_the_platform_does_not_log_in_before_every_request(
+    api: MockApi, make_client, clock: FakeTime
+) -> None:
+    # Our clock runs a day ahead: the fresh token looks expired. The client keeps it
+    # until the platform answers 401, instead of logging in again for every request.
+    api.login_expires_at = "2027-01-15 08:00:00"
+    clock.now = 1_800_000_000.0 + 86_400
+    api.on("GET", PATH, OK, OK, OK, U401, OK)
+    client = make_client()
+    for _ in range(3):
+        client.servers.get(5)
+    assert api.logins == 1
+    client.servers.get(5)  # 401: log in again, once
+    assert api.logins == 2
+
+
 def test_unparseable_expiry_is_ignored(api: MockApi, make_client) -> None:
     api.json("POST", LOGIN_PATH, {"id": 1, "token": "T", "expires_at": "soon"}, 201)
     api.on("GET", PATH, OK)

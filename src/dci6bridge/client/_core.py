@@ -37,7 +37,11 @@ T = TypeVar("T")
 # and one VM6 client found the platform mishandles them percent-encoded. A literal '+'
 # must be encoded (%2B), or the server would read it as a space.
 _QUERY_SAFE: Final = "'(),@:"
+#: A token is renewed this long before it expires, or a quarter of its lifetime when
+#: that is shorter: with a fixed margin, a token living less than the margin would make
+#: every request log in again.
 _EXPIRY_MARGIN_S: Final = 60.0
+_EXPIRY_MARGIN_SHARE: Final = 0.25
 _MAX_TEXT: Final = 300
 _MIN_SECRET: Final = 4
 
@@ -99,6 +103,8 @@ class AuthState:
     token: Secret | None = None
     token_id: int | None = None
     expires_at: float | None = None
+    #: when to log in again before ``expires_at`` (set with it at login)
+    renew_at: float | None = None
     generation: int = 0
 
     @property
@@ -115,11 +121,19 @@ class AuthState:
         """No token yet, or (when we can log in) the token expires within the margin."""
         if self.token is None:
             return True
-        return (
-            self.can_login
-            and self.expires_at is not None
-            and now >= self.expires_at - _EXPIRY_MARGIN_S
-        )
+        return self.can_login and self.renew_at is not None and now >= self.renew_at
+
+    def set_expiry(self, expires_at: float | None, now: float) -> None:
+        """Record a new token's expiry, seen at local time ``now``, and when to renew it."""
+        self.expires_at = expires_at
+        if expires_at is None or expires_at <= now:
+            # A fresh token that looks expired means our clock runs ahead of the
+            # platform's: renewing by it would log in before every request. The 401 a
+            # really expired token gets is handled by logging in again.
+            self.renew_at = None
+            return
+        lifetime = expires_at - now
+        self.renew_at = expires_at - min(_EXPIRY_MARGIN_S, lifetime * _EXPIRY_MARGIN_SHARE)
 
 
 def _redact(value: Any, secrets: Sequence[str]) -> Any:
@@ -239,8 +253,11 @@ class Core:
         body = {"email": self.auth.email, "password": self.auth.password.reveal()}
         return Call.to("auth.login", lambda _data: None, body=body)
 
-    def apply_login(self, status: int, content: bytes, method: str, path: str) -> int | None:
-        """Store the token of a login answer (200 or 201 with a ``token``) or raise.
+    def apply_login(
+        self, status: int, content: bytes, method: str, path: str, *, now: float
+    ) -> int | None:
+        """Store the token of a login answer (200 or 201 with a ``token``, received at
+        local time ``now``) or raise.
 
         Returns the id of the session the new token replaces when this client opened that
         one itself (a renewal before expiry, a re-login after 401), for the caller to
@@ -256,7 +273,7 @@ class Core:
         replaced = self.auth.token_id if self.auth.owns_session else None
         self.auth.token = Secret(token)
         self.auth.token_id = _int_or_none(data.get("id"))
-        self.auth.expires_at = parse_expires_at(data.get("expires_at"))
+        self.auth.set_expiry(parse_expires_at(data.get("expires_at")), now)
         self.auth.generation += 1
         return replaced if replaced != self.auth.token_id else None
 
@@ -275,7 +292,7 @@ class Core:
         """Drop the token after logout."""
         self.auth.token = None
         self.auth.token_id = None
-        self.auth.expires_at = None
+        self.auth.set_expiry(None, 0.0)
 
     # ------------------------------------------------------------------ responses
 

@@ -298,7 +298,9 @@ class SyncSession(_SessionBase):
     def _login(self, policy: RetryPolicy) -> int | None:
         call, content = self._login_target()
         resp = self._send(call.method, call.path, (), content, None, policy)
-        return self.core.apply_login(resp.status_code, resp.content, call.method, call.path)
+        return self.core.apply_login(
+            resp.status_code, resp.content, call.method, call.path, now=self.clock()
+        )
 
     def _revoke(self, token_id: int | None) -> None:
         """Best effort, outside the login lock: revoke the session a login replaced."""
@@ -430,7 +432,9 @@ class AsyncSession(_SessionBase):
     async def _login(self, policy: RetryPolicy) -> int | None:
         call, content = self._login_target()
         resp = await self._send(call.method, call.path, (), content, None, policy)
-        return self.core.apply_login(resp.status_code, resp.content, call.method, call.path)
+        return self.core.apply_login(
+            resp.status_code, resp.content, call.method, call.path, now=self.clock()
+        )
 
     async def _revoke(self, token_id: int | None) -> None:
         """Best effort, outside the login lock: revoke the session a login replaced."""
