@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import threading
@@ -332,6 +333,8 @@ class ChaosResult:
     revocations: int = 0
     #: server ids the reconciler reported as orphans
     orphans_reported: list[int] = attrs.field(factory=list)
+    #: the workers' warnings and errors, counted (see :func:`log_digest`)
+    worker_log: str = ""
 
     def timeline(self, step: float = 5.0) -> str:
         """Active services every ``step`` seconds of the run."""
@@ -343,12 +346,32 @@ class ChaosResult:
         return " ".join(out)
 
     def summary(self) -> str:
-        """One line for the test output."""
-        return (
+        """One line for the test output; when the run did not settle, what the workers
+        warned about follows (a run that makes no progress says why)."""
+        line = (
             f"seed={self.seed} wall={self.wall:.1f}s settled={self.settled} "
             f"states={self.counts} {self.fleet} sessions_revoked={self.revocations} "
             f"violations={self.report.by_invariant()}"
         )
+        return line if self.settled else f"{line}\nworker log:\n{self.worker_log}"
+
+
+def log_digest(log_dir: Path, top: int = 12) -> str:
+    """The workers' WARNING/ERROR lines counted by kind (service and server ids, times
+    and numbers blanked), most frequent first, and the last traceback any worker wrote."""
+    kinds: dict[str, int] = {}
+    last_traceback: list[str] = []
+    for path in sorted(log_dir.glob("worker-*.log")):
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        for i, line in enumerate(lines):
+            if " WARNING " in line or " ERROR " in line:
+                kind = re.sub(r"(?<![A-Za-z])\d+(\.\d+)?", "N", line.split(" ", 2)[-1])[:160]
+                kinds[kind] = kinds.get(kind, 0) + 1
+            elif line.startswith("Traceback"):
+                last_traceback = lines[i : i + 40]
+    ranked = sorted(kinds.items(), key=lambda kv: -kv[1])[:top]
+    out = [f"{n:6d} x {kind}" for kind, n in ranked] or ["(no warnings)"]
+    return "\n".join(out + last_traceback[-20:])
 
 
 class ChaosKit:
@@ -576,6 +599,7 @@ class ChaosKit:
                 progress=progress,
                 revocations=revocations,
                 orphans_reported=orphans_reported,
+                worker_log="" if done else log_digest(world.dir / "logs"),
             )
         finally:
             store.close()

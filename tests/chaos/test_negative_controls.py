@@ -53,13 +53,17 @@ def test_without_fencing_the_checker_finds_lost_transitions(chaos: Any) -> None:
     result = _stalls(chaos, fencing=False)
     found = result.report.by_invariant()
     assert found.get("I2", 0) > 0, f"fencing off, yet no history violation: {result.summary()}"
-    # the reconciler sees what the checker sees: every orphan server is reported
-    orphans = sorted(
+    # the reconciler sees what the checker sees: every orphan server is reported. The
+    # check runs after the services the sweep handed over were finished, and with
+    # stale writes rewriting rows (a service gone back to `pending` after `active`),
+    # one of them may record again a server the sweep reported: seen 1 run in 4.
+    orphans = {
         int(re.match(r"server (\d+) is owned", v.message).group(1))  # type: ignore[union-attr]
         for v in result.report.violations
         if v.invariant == "I5" and v.service_id is None
-    )
-    assert orphans == result.orphans_reported, (orphans, result.orphans_reported)
+    }
+    assert orphans
+    assert orphans <= set(result.orphans_reported), (orphans, result.orphans_reported)
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from dci6bridge.domain import Catalog, Order
@@ -212,6 +213,57 @@ def test_a_parked_service_whose_lease_was_lost_is_dropped_alone(
     assert row is not None
     assert (row.state, row.server_id) == (ServiceState.ACTIVE.value, s1.server_id)
     assert fake.state.install_count(s1.server_id) == 1
+
+
+class SlowNetwork(httpx.BaseTransport):
+    """Every request to the simulator takes ``seconds`` of the simulator's clock."""
+
+    def __init__(self, fake: FakeDCImanager, seconds: float) -> None:
+        self._fake = fake
+        self._seconds = seconds
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self._fake.clock.advance(self._seconds)
+        return self._fake.transport.handle_request(request)
+
+
+def test_a_slow_dcimanager_does_not_let_parked_leases_run_out(
+    make_prov: Callable[..., Provisioner],
+    catalog: Catalog,
+    store: StatusStore,
+    fake: FakeDCImanager,
+    new_order: Callable[..., Order],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each request takes 0.25 s: the 8 services' reads before their reservations take
+    about 6 s, a whole lease. The shared write goes out once a parked lease has aged a
+    third (and renews the leases of the services still waiting their turn), so no
+    service of the batch loses its lease or repeats a remote call."""
+    ttl = 6.0
+    sids = open_orders(make_prov(), new_order, ORDERS)
+    spy = StoreSpy(store)
+    since = len(fake.state.requests)
+    caplog.set_level("WARNING", logger="dci6bridge.provisioning")
+    prov = worker(make_prov, spy, lease_ttl=ttl, transport=SlowNetwork(fake, 0.25))
+    assert prov.tick(max_services=ORDERS) == ORDERS
+    assert "lease lost" not in caplog.text
+    rows = [store.get(sid) for sid in sids]
+    assert all(r is not None and r.state == ServiceState.ACTIVE.value for r in rows)
+    assert len({r.server_id for r in rows if r is not None}) == ORDERS
+    assert routes(fake, since) == {k: v * ORDERS for k, v in CALLS_PER_ORDER.items()}
+    # more shared writes than the three of a fast tick, each before a lease ran out
+    assert len(spy.batches) > 3
+    for sid, row in zip(sids, rows, strict=True):
+        assert row is not None
+        history = store.history(sid)
+        assert check_history(row, history, initial_state="pending", allowed=TRANSITIONS) == []
+    # services waiting their turn were renewed in a shared write: a request without
+    # moves, reservation or release
+    assert any(
+        not r.moves and r.reserve_server is None and not r.release
+        for batch in spy.requests
+        for r in batch
+    )
 
 
 class CrashAt(Failpoints):

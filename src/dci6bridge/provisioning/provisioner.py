@@ -19,6 +19,7 @@ import secrets
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -485,7 +486,8 @@ class Provisioner:
         The services of one tick advance in lockstep: whenever a step needs its state
         changes durable before a remote effect (a server reservation, an install
         intent), it waits until every other service of the tick has run as far as it
-        can, and then all of them are written in one transaction. A service's last
+        can (or until a third of its lease has passed), and then all of them are
+        written in one transaction. A service's last
         write (its new state with the release) rides in the next such transaction; what
         is left goes out before ``tick`` returns. Returns the number of services worked
         on. Safe to call from a scheduler (cron, Celery beat) in any number of
@@ -511,16 +513,33 @@ class Provisioner:
         ]
         for ctx in running:
             ctx.steps_left = MAX_STEPS_PER_LEASE
-        while running:
-            parked = [ctx for ctx in running if self._work(ctx)]
-            running = self._write_parked(tails, parked) if parked else []
+        queue = deque(running)
+        parked: list[StepContext] = []
+        while queue or parked:
+            # The shared write waits for every service of the tick, but not past a third
+            # of a parked lease: a slow DCImanager (retries, 503 episodes) must not let
+            # the leases run out under a batch that then loses all it did. Services
+            # still waiting their turn get their leases renewed in the same write.
+            if parked and (not queue or any(ctx.lease_aging() for ctx in parked)):
+                aging = [ctx for ctx in queue if ctx.lease_aging()]
+                going_on = self._write_parked(tails, [*parked, *aging])
+                queue = deque(
+                    [ctx for ctx in queue if ctx not in aging or ctx in going_on]
+                    + [ctx for ctx in going_on if ctx not in aging]
+                )
+                parked = []
+                continue
+            ctx = queue.popleft()
+            if self._work(ctx):
+                parked.append(ctx)
         tails.drain()
         self.deliver_events()
         return len(leases)
 
     def _write_parked(self, tails: TailWrites, parked: list[StepContext]) -> list[StepContext]:
-        """Write what the parked services wait for, in one transaction (with the queued
-        lease-ending writes); returns those that go on working."""
+        """Write what the parked services wait for (for a service not parked: its
+        queued changes and a lease renewal), in one transaction with the queued
+        lease-ending writes; returns those that go on working."""
         outcomes = tails.write_many([ctx.parked_request() for ctx in parked])
         going_on: list[StepContext] = []
         for ctx, outcome in zip(parked, outcomes, strict=True):

@@ -327,6 +327,11 @@ class StepContext:
         base, at = self._store_now
         return base + max(0.0, self._monotonic() - at)
 
+    def lease_aging(self) -> bool:
+        """A third of the lease's TTL has passed: renew it (with the next write, or on
+        its own before the next remote call)."""
+        return self.lease.until - self.now() < self.settings.lease_ttl * 2 / 3
+
     # ------------------------------------------------------------------ remote calls
     def call(self, name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Make remote call ``name`` (``servers.set_owner``, ...) with failpoints around
@@ -342,9 +347,8 @@ class StepContext:
         # that the worker which took the service over may have made already. Renewing
         # is fenced (an expired lease raises LeaseLost even if nobody took it), and the
         # local check after it catches a freeze between the renewal and the call.
-        ttl = self.settings.lease_ttl
-        if self.lease.until - self.now() < ttl * 2 / 3:
-            self.lease = self.store.renew(self.lease, ttl)
+        if self.lease_aging():
+            self.lease = self.store.renew(self.lease, self.settings.lease_ttl)
             self.failpoints.hit("after:store.renew")
         if self.now() >= self.lease.until:
             raise LeaseLost(
