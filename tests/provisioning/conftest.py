@@ -50,6 +50,17 @@ class StoreSpy:
         return self._inner.advance_many(requests)
 
 
+def instant_worker(
+    make_prov: Callable[..., Provisioner], store: StatusStore | StoreSpy, **options: Any
+) -> Provisioner:
+    """A worker (id ``w``) on ``store`` that polls an instant install again under the
+    same lease (so a service goes from pending to active in one tick), without an event
+    callback; ``options`` go to :class:`Provisioner`."""
+    return make_prov(
+        **{"store": store, "poll_interval": 0.0, "worker_id": "w", "on_event": None, **options}
+    )
+
+
 @pytest.fixture
 def fake() -> FakeDCImanager:
     # 6 servers per location; configurations cycle, so 2 of each per location

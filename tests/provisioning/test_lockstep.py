@@ -22,6 +22,7 @@ from dci6bridge.testing import FakeDCImanager
 from dci6bridge.testing.chaos import check_history
 
 from .conftest import StoreSpy, make_catalog
+from .conftest import instant_worker as worker
 
 ORDERS = 8
 
@@ -47,14 +48,6 @@ def catalog(catalog_for: Callable[..., Catalog]) -> Catalog:
 def fake() -> FakeDCImanager:
     # 10 free servers of the tariff's configuration in the first module's location
     return FakeDCImanager.with_inventory(locations=2, servers_per_location=30, install_duration=0)
-
-
-def worker(
-    make_prov: Callable[..., Provisioner], store: StatusStore | StoreSpy, **options: Any
-) -> Provisioner:
-    return make_prov(
-        **{"store": store, "poll_interval": 0.0, "worker_id": "w", "on_event": None, **options}
-    )
 
 
 def open_orders(prov: Provisioner, new_order: Callable[..., Order], n: int) -> list[str]:

@@ -14,6 +14,7 @@ from dci6bridge.stores.base import AdvanceRequest, StatusStore
 from dci6bridge.testing import FakeDCImanager
 
 from .conftest import StoreSpy
+from .conftest import instant_worker as tail_worker
 
 
 @pytest.fixture
@@ -26,14 +27,6 @@ def catalog(catalog_for: Callable[..., Catalog]) -> Catalog:
 def fake() -> FakeDCImanager:
     # instant installs: a service goes from pending to active under one lease
     return FakeDCImanager.with_inventory(locations=2, servers_per_location=6, install_duration=0)
-
-
-def tail_worker(
-    make_prov: Callable[..., Provisioner], store: StatusStore | StoreSpy
-) -> Provisioner:
-    """A worker on ``store`` that polls the instant install again under the same lease
-    (so a service goes from pending to active in one tick), without an event callback."""
-    return make_prov(store=store, poll_interval=0.0, worker_id="w", on_event=None)
 
 
 def finish_after_the_leases(
