@@ -355,7 +355,7 @@ def test_the_reservations_of_a_whole_batch_take_one_round_trip(
     pg: PostgresStore, raw: psycopg.Connection[Any]
 ) -> None:
     # Eight reserving requests (the worker's lockstep batch) cost what one does; their
-    # statements still run in request order: C asks for B's server after B got it, D
+    # statements still run in order (by server id): C asks for B's server after B got it, D
     # holds another server already, E takes a singleton without reserving.
     leases = leased(pg, "A", "B", "C", "D", "E", "F", "G", "H")
     assert pg.reserve_server(leases["D"], 40)

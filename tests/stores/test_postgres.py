@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 import pytest
 
 from dci6bridge.errors import LeaseLost, ServiceNotFound, StaleState, StoreError
-from dci6bridge.stores import NewOutbox, PostgresStore, open_store
+from dci6bridge.stores import Advanced, AdvanceRequest, Move, NewOutbox, PostgresStore, open_store
+from dci6bridge.stores import postgres as postgres_module
 
 pytestmark = pytest.mark.postgres
 
@@ -168,3 +172,113 @@ def test_transactions_run_read_committed(pg: PostgresStore, pg_url: str) -> None
     store.close()
     assert level == [{"transaction_isolation": "read committed"}]
     assert default == [{"default_transaction_isolation": "serializable"}]
+
+
+def _reserving(lease: Any, server: int) -> AdvanceRequest:
+    return AdvanceRequest(
+        lease,
+        expected_state="pending",
+        expected_version=0,
+        moves=[Move("claiming_server", {"server_id": server})],
+        reserve_server=server,
+    )
+
+
+def _at_once(calls: list[Callable[[], list[Any]]]) -> list[list[Any] | BaseException]:
+    """Run ``calls`` in threads released at the same moment; their results or errors."""
+    gate = threading.Barrier(len(calls))
+    results: list[list[Any] | BaseException] = [[] for _ in calls]
+
+    def run(i: int) -> None:
+        gate.wait()
+        try:
+            results[i] = calls[i]()
+        except BaseException as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_batches_reserving_in_opposite_orders_do_not_deadlock(
+    pg_store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers' batches want the same two servers, in opposite request orders, at
+    the same moment, 40 times: the claims are taken by server id, so neither waits for
+    the other's second claim while holding its first (that deadlock cost a second, then
+    an error). Each server goes to exactly one service. (The rerun of a batch rolled
+    back for a deadlock is off here: a deadlock fails the test.)"""
+    monkeypatch.setattr(postgres_module, "_DEADLOCK_ATTEMPTS", 1)
+    a, b = open_store(pg_store_url), open_store(pg_store_url)
+    try:
+        for round_ in range(40):
+            sids = [f"r{round_}-{n}" for n in range(4)]
+            for sid in sids:
+                a.create_service(sid, {}, state="pending", desired="active")
+            leases = {x.service_id: x for x in a.acquire("w", 60, limit=4)}
+            one, two = 2 * round_ + 1, 2 * round_ + 2
+            first = [_reserving(leases[sids[0]], one), _reserving(leases[sids[1]], two)]
+            second = [_reserving(leases[sids[2]], two), _reserving(leases[sids[3]], one)]
+            results = _at_once(
+                [
+                    functools.partial(a.advance_many, first),
+                    functools.partial(b.advance_many, second),
+                ]
+            )
+            batches = [r for r in results if not isinstance(r, BaseException)]
+            assert len(batches) == 2, results
+            won = [r for batch in batches for r in batch if isinstance(r, Advanced) and r.reserved]
+            assert len(won) == 2  # one service per server, none twice
+            claims = a.server_claims()
+            assert {won[0].service.service_id, won[1].service.service_id} == {
+                claims[one],
+                claims[two],
+            }
+    finally:
+        a.close()
+        b.close()
+
+
+_CLAIM = "INSERT INTO server_claims (server_id, service_id, claimed_at) VALUES (%s, %s, %s)"
+
+
+def test_a_batch_the_server_rolls_back_for_a_deadlock_runs_again(pg_store_url: str) -> None:
+    """Another session holds server 2's claim and then asks for server 1's, which the
+    batch holds while it waits for server 2: a real deadlock. The server rolls the batch
+    back (its detector fires first: 1 s against the other session's 10 s); the store
+    runs the batch again, which then finds both servers taken and says so, instead of
+    failing with "deadlock detected"."""
+    store = open_store(pg_store_url)
+    other = _raw(pg_store_url)
+    try:
+        for sid in ("x1", "x2", "i1", "i2"):
+            store.create_service(sid, {}, state="pending", desired="active")
+        leases = {x.service_id: x for x in store.acquire("w", 60, limit=4)}
+        other.execute("SET deadlock_timeout = '10s'")
+        other.execute("BEGIN")
+        other.execute(_CLAIM, (2, "i2", time.time()))
+        outcome: list[Any] = []
+        batch = threading.Thread(
+            target=lambda: outcome.extend(
+                store.advance_many([_reserving(leases["x1"], 1), _reserving(leases["x2"], 2)])
+            )
+        )
+        batch.start()
+        time.sleep(0.3)  # the batch holds server 1's claim and waits for server 2's
+        # waits for the batch: the cycle the server breaks by rolling the batch back
+        other.execute(_CLAIM, (1, "i1", time.time()))
+        other.execute("COMMIT")
+        batch.join(timeout=30)
+        assert not batch.is_alive()
+        assert [type(o) for o in outcome] == [Advanced, Advanced]
+        assert [o.reserved for o in outcome] == [False, False]
+        assert store.server_claims() == {1: "i1", 2: "i2"}
+        rows = [store.get(s) for s in ("x1", "x2")]
+        assert [r.state for r in rows if r is not None] == ["pending", "pending"]
+    finally:
+        other.close()
+        store.close()

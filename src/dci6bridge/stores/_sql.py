@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import attrs
 
@@ -120,6 +120,26 @@ class Take:
     lease: Lease
     server: int | None
     singleton: SingletonTake | None
+
+
+T = TypeVar("T")
+
+
+def _take_key(take: Take) -> tuple[int, int, str]:
+    """Where a take goes in the one order all transactions take claims in: the
+    reservations by server id (equal ids keep request order), then the singletons taken
+    without one, by name."""
+    if take.server is not None:
+        return 0, take.server, ""
+    return 1, 0, take.singleton.name if take.singleton is not None else ""
+
+
+def _unsort(order: Sequence[int], values: Sequence[T]) -> list[T]:
+    """``values`` (made for positions ``order``) back in position order."""
+    out: list[T] = list(values)
+    for position, value in zip(order, values, strict=True):
+        out[position] = value
+    return out
 
 
 class _Rows:
@@ -442,8 +462,13 @@ class SqlStore(FencedWrites):
                     continue
                 fenced.append((i, current, plan))
                 takes.append(take)
-            # the reservations and singletons of every request, in request order
-            answers = self._take_all(tx, takes, now)
+            # The reservations and singletons of every request, by server id (then the
+            # singletons taken alone, by name): concurrent transactions then lock the
+            # claims they both want in one order instead of deadlocking on each other's
+            # (PostgreSQL holds a claim's index entry until commit; SQLite has one
+            # writer at a time).
+            order = sorted(range(len(takes)), key=lambda k: _take_key(takes[k]))
+            answers = _unsort(order, self._take_all(tx, [takes[k] for k in order], now))
             for (i, current, plan), take, answer in zip(fenced, takes, answers, strict=True):
                 if isinstance(answer, StaleState):
                     outcomes[i] = answer

@@ -399,7 +399,12 @@ class StatusStore(Protocol):
         :class:`~dci6bridge.errors.ConfigError` names ``requests[i]`` and its field, and
         nothing is written); one service may appear only once. Workers use it to send the
         last write of a finished lease together with the next write they must make
-        anyway (``reference/durability.md`` §2)."""
+        anyway (``reference/durability.md`` §2).
+
+        The SQL stores take the reservations by server id, so that concurrent batches
+        wanting the same servers lock them in one order instead of deadlocking; requests
+        for the same server are answered in request order, but which of two requests
+        asking for the same singleton gets it is left to the store."""
         ...
 
     # ------------------------------------------------------------------ reservations

@@ -53,7 +53,7 @@ from ._connections import PerThread
 from ._schema import migrate
 from ._sql import Claim, SingletonTake, SqlStore, Take, Tx
 from ._url import redact_url
-from .base import Lease, StoredService
+from .base import AdvanceOutcome, Lease, StoredService
 
 __all__ = ["PostgresStore"]
 
@@ -71,6 +71,16 @@ _PREPARABLE = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "VALUES
 # DML that returns no rows: nothing to wait for, so it can ride with the next batch.
 _BLIND = re.compile(r"\s*(?:INSERT|UPDATE|DELETE)\b(?!.*\bRETURNING\b)", re.IGNORECASE | re.DOTALL)
 _MAX_PREPARED = 256  # per connection; the least recently used one is deallocated
+_DEADLOCK = "40P01"
+#: attempts of an ``advance_many`` the server rolled back to break a deadlock
+_DEADLOCK_ATTEMPTS = 3
+
+
+class _Deadlock(StoreError):
+    """The server rolled the transaction back to break a deadlock: nothing of it was
+    written, so it may run again."""
+
+
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 
 
@@ -570,11 +580,13 @@ class PostgresStore(SqlStore):
             except BaseException:
                 self._settle(session)
                 raise
-        except pg.OperationalError as exc:
-            self._conns.discard()
-            raise StoreError(f"PostgreSQL error on {self._where}: {self._scrub(exc)}") from exc
         except pg.Error as exc:
-            raise StoreError(f"PostgreSQL error on {self._where}: {self._scrub(exc)}") from exc
+            message = f"PostgreSQL error on {self._where}: {self._scrub(exc)}"
+            if exc.sqlstate == _DEADLOCK:  # rolled back whole; the connection is fine
+                raise _Deadlock(message) from exc
+            if isinstance(exc, pg.OperationalError):
+                self._conns.discard()
+            raise StoreError(message) from exc
         if ended != "COMMIT":  # the answer to COMMIT in a transaction that had failed
             raise StoreError(f"PostgreSQL error on {self._where}: the transaction was {ended}")
         if write and count:
@@ -645,6 +657,19 @@ class PostgresStore(SqlStore):
     def _reserve(self, tx: Tx, lease: Lease, server_id: int, now: float) -> bool:
         return self._reserve_and_take(tx, lease, server_id, now, None)[0]
 
+    def _advance_many(self, requests: Sequence[rules.CheckedRequest]) -> list[AdvanceOutcome]:
+        # Claims are taken in one order (server id), but a singleton taken with a
+        # reservation can still close a cycle with another worker's batch; the server
+        # breaks it by rolling one transaction back whole, which is then simply rerun.
+        attempt = 1
+        while True:
+            try:
+                return super()._advance_many(requests)
+            except _Deadlock:
+                if attempt >= _DEADLOCK_ATTEMPTS:
+                    raise
+                attempt += 1
+
     def _reserve_and_take(
         self,
         tx: Tx,
@@ -699,7 +724,7 @@ class PostgresStore(SqlStore):
     ) -> list[tuple[bool | None, bool | None] | StaleState]:
         # Every reservation and singleton of the transaction in one round trip (a
         # reserving batch of 8 took 8): the statements still run one after the other,
-        # in request order, each writing only what its own answer allows, so the
+        # in the order given, each writing only what its own answer allows, so the
         # answers are those of running them one by one.
         asked = [t for t in takes if t.server is not None or t.singleton is not None]
         if len(asked) < 2 or not isinstance(tx, _Tx):
