@@ -487,9 +487,9 @@ class Provisioner:
         changes durable before a remote effect (a server reservation, an install
         intent), it waits until every other service of the tick has run as far as it
         can (or until a third of its lease has passed), and then all of them are
-        written in one transaction. A service's last
-        write (its new state with the release) rides in the next such transaction; what
-        is left goes out before ``tick`` returns. Returns the number of services worked
+        written in one transaction. A service's last write (its new state with the
+        release) rides in the next such transaction; what is left goes out before
+        ``tick`` returns. Returns the number of services worked
         on. Safe to call from a scheduler (cron, Celery beat) in any number of
         processes."""
         # the local clock is read before the store's: a lease's remaining time is never
