@@ -161,3 +161,28 @@ def test_advance_is_the_one_request_case(store: StatusStore) -> None:
         store.advance(a, expected_state="pending", expected_version=4)
     done = store.advance(a, expected_state="pending", expected_version=0, moves=[Move("x")])
     assert (done.service.state, done.service.version) == ("x", 1)
+
+
+def test_takes_follow_server_ids_and_every_store_answers_alike(store: StatusStore) -> None:
+    """Reservations are taken by server id (the order that keeps concurrent batches from
+    deadlocking), singletons asked for alone after them; rows are still written in
+    request order. So here D (server 5) takes the shared singleton before B (server 9),
+    and A, asking for it alone, comes last, though A and B come first in the batch; C
+    wants B's server after B got it."""
+    a, b, c, d = leased(store, "A", "B", "C", "D")
+    done = store.advance_many(
+        [
+            request(a, moves=[Move("selecting_module")], singleton="user:shared"),
+            request(b, moves=[Move("claiming_server")], reserve_server=9, singleton="user:shared"),
+            request(c, moves=[Move("claiming_server")], reserve_server=9),
+            request(d, moves=[Move("claiming_server")], reserve_server=5, singleton="user:shared"),
+        ]
+    )
+    answers = [(o.reserved, o.singleton) for o in done if isinstance(o, Advanced)]
+    assert answers == [(None, False), (True, False), (False, None), (True, True)]
+    assert dict(store.server_claims()) == {5: "D", 9: "B"}
+    # C's refused reservation wrote nothing; the others moved
+    refused = store.get("C")
+    assert refused is not None
+    assert (refused.version, store.history("C")) == (0, [])
+    assert [len(store.history(s)) for s in ("A", "B", "D")] == [1, 1, 1]

@@ -558,3 +558,20 @@ def plan_advance(
         tasks=tasks,
         changed=changed_columns(current, changes),
     )
+
+
+def take_order(takes: Sequence[tuple[int | None, str | None]]) -> list[int]:
+    """The positions of an ``advance_many``'s takes (server to reserve, singleton to take;
+    ``None``: not asked) in the order every store makes them: reservations by server id
+    (equal ids in request order), then the singletons asked for alone, by name.
+    Concurrent transactions of the SQL stores thus lock the claims they both want in one
+    order instead of deadlocking on each other's; the memory store follows the same
+    order so that every store gives the same answers."""
+
+    def key(position: int) -> tuple[int, int, str]:
+        server, singleton = takes[position]
+        if server is not None:
+            return 0, server, ""
+        return 1, 0, singleton or ""
+
+    return sorted(range(len(takes)), key=key)

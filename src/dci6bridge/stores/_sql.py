@@ -125,15 +125,6 @@ class Take:
 T = TypeVar("T")
 
 
-def _take_key(take: Take) -> tuple[int, int, str]:
-    """Where a take goes in the one order all transactions take claims in: the
-    reservations by server id (equal ids keep request order), then the singletons taken
-    without one, by name."""
-    if take.server is not None:
-        return 0, take.server, ""
-    return 1, 0, take.singleton.name if take.singleton is not None else ""
-
-
 def _unsort(order: Sequence[int], values: Sequence[T]) -> list[T]:
     """``values`` (made for positions ``order``) back in position order."""
     out: list[T] = list(values)
@@ -462,12 +453,11 @@ class SqlStore(FencedWrites):
                     continue
                 fenced.append((i, current, plan))
                 takes.append(take)
-            # The reservations and singletons of every request, by server id (then the
-            # singletons taken alone, by name): concurrent transactions then lock the
-            # claims they both want in one order instead of deadlocking on each other's
-            # (PostgreSQL holds a claim's index entry until commit; SQLite has one
-            # writer at a time).
-            order = sorted(range(len(takes)), key=lambda k: _take_key(takes[k]))
+            # in the one order of every store (PostgreSQL holds a claim's index entry
+            # until commit: two batches taking claims in different orders deadlock)
+            order = rules.take_order(
+                [(t.server, t.singleton.name if t.singleton else None) for t in takes]
+            )
             answers = _unsort(order, self._take_all(tx, [takes[k] for k in order], now))
             for (i, current, plan), take, answer in zip(fenced, takes, answers, strict=True):
                 if isinstance(answer, StaleState):

@@ -401,10 +401,11 @@ class StatusStore(Protocol):
         last write of a finished lease together with the next write they must make
         anyway (``reference/durability.md`` §2).
 
-        The SQL stores take the reservations by server id, so that concurrent batches
-        wanting the same servers lock them in one order instead of deadlocking; requests
-        for the same server are answered in request order, but which of two requests
-        asking for the same singleton gets it is left to the store."""
+        Requests are fenced in request order and written in request order, but their
+        reservations and singletons are taken by server id (equal ids in request order),
+        then the singletons asked for alone by name: concurrent batches wanting the same
+        servers then lock them in one order instead of deadlocking. Every store answers
+        alike."""
         ...
 
     # ------------------------------------------------------------------ reservations

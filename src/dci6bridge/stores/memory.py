@@ -300,48 +300,91 @@ class MemoryStore(FencedWrites):
 
     # ------------------------------------------------------------------ fenced writes
     def _advance_many(self, requests: Sequence[rules.CheckedRequest]) -> list[AdvanceOutcome]:
-        outcomes: list[AdvanceOutcome] = []
+        # The phases of the SQL stores: fence and plan every request, make the takes in
+        # the stores' one order, then write in request order (so the answers, the
+        # history and the outbox order are theirs).
+        outcomes: list[AdvanceOutcome | None] = [None] * len(requests)
         with self._lock:
             self._check_open()
             now = self.now()
-            for request in requests:
+            planned: list[tuple[int, StoredService, rules.AdvancePlan]] = []
+            for i, request in enumerate(requests):
                 try:
-                    outcomes.append(self._advance_in(request, now))
+                    planned.append((i, *self._plan(request, now)))
                 except (LeaseLost, StaleState, ServiceNotFound) as exc:
                     # decided before this request wrote anything: the others go on
-                    outcomes.append(exc)
+                    outcomes[i] = exc
+            order = rules.take_order(
+                [
+                    (requests[i].checked.reserve_server, requests[i].checked.singleton)
+                    for i, _, _ in planned
+                ]
+            )
+            taken: dict[int, tuple[bool | None, bool | None]] = {}
+            for k in order:
+                i, current, plan = planned[k]
+                try:
+                    answer = self._take(requests[i], plan, now)
+                except StaleState as exc:
+                    outcomes[i] = exc
+                    continue
+                if answer is None:  # another service holds the server: nothing written
+                    outcomes[i] = Advanced(current, reserved=False)
+                else:
+                    taken[i] = answer
+            for i, _, plan in planned:
+                if i in taken:
+                    reserved, held = taken[i]
+                    self._write_plan(requests[i].lease, plan, now)
+                    outcomes[i] = Advanced(plan.service, reserved=reserved, singleton=held)
             # a write only if some request wrote (a refused reservation writes nothing)
-            if any(isinstance(o, Advanced) and o.reserved is not False for o in outcomes):
+            if taken:
                 self._writes += 1
-        return outcomes
+        return [o for o in outcomes if o is not None]
 
-    def _advance_in(self, request: rules.CheckedRequest, now: float) -> Advanced:
-        lease, checked = request.lease, request.checked
+    def _plan(
+        self, request: rules.CheckedRequest, now: float
+    ) -> tuple[StoredService, rules.AdvancePlan]:
         current = rules.fence(
-            self._row(lease.service_id, lease.service),
-            lease,
+            self._row(request.lease.service_id, request.lease.service),
+            request.lease,
             now,
             expected_state=request.expected_state,
             expected_version=request.expected_version,
             expected_desired_seq=request.expected_desired_seq,
             unsafe=self._unsafe,
         )
-        sid = lease.service_id
-        reserved: bool | None = None
-        if checked.reserve_server is not None:
-            reserved = self._reservable(sid, checked.reserve_server)
-            if not reserved:
-                return Advanced(current, reserved=False)
         plan = rules.plan_advance(
             current,
-            checked,
+            request.checked,
             now,
             release=request.release,
             expected_state=request.expected_state,
             lease_until=None if request.renew is None else now + request.renew,
         )
+        return current, plan
+
+    def _take(
+        self, request: rules.CheckedRequest, plan: rules.AdvancePlan, now: float
+    ) -> tuple[bool | None, bool | None] | None:
+        """The request's reservation, then its singleton: ``(reserved, held)``, ``None``
+        when another service holds the server (then nothing is taken)."""
+        sid, checked = request.lease.service_id, request.checked
+        reserved: bool | None = None
         if checked.reserve_server is not None:
+            if not self._reservable(sid, checked.reserve_server):
+                return None
             self._claim(checked.reserve_server, sid)
+            reserved = True
+        held: bool | None = None
+        if checked.singleton is not None:
+            holder = f"{request.lease.worker_id}:{sid}"
+            until = max(plan.service.lease_until, now)
+            held = self._take_singleton(checked.singleton, holder, until, now)
+        return reserved, held
+
+    def _write_plan(self, lease: Lease, plan: rules.AdvancePlan, now: float) -> None:
+        sid = lease.service_id
         # plan.service shares no object with the store, which keeps JSON text
         self._store(plan.service, plan.changed)
         self._history.setdefault(sid, []).extend(
@@ -373,12 +416,6 @@ class MemoryStore(FencedWrites):
             }
         for task in plan.tasks:
             self._open_task(sid, task, now)
-        held: bool | None = None
-        if checked.singleton is not None:
-            holder = f"{lease.worker_id}:{sid}"
-            until = max(plan.service.lease_until, now)
-            held = self._take_singleton(checked.singleton, holder, until, now)
-        return Advanced(plan.service, reserved=reserved, singleton=held)
 
     # ------------------------------------------------------------------ reservations
     def reserve_server(self, lease: Lease, server_id: int) -> bool:
