@@ -489,9 +489,8 @@ class Provisioner:
         can (or until a third of its lease has passed), and then all of them are
         written in one transaction. A service's last write (its new state with the
         release) rides in the next such transaction; what is left goes out before
-        ``tick`` returns. Returns the number of services worked
-        on. Safe to call from a scheduler (cron, Celery beat) in any number of
-        processes."""
+        ``tick`` returns. Returns the number of services worked on. Safe to call from a
+        scheduler (cron, Celery beat) in any number of processes."""
         # the local clock is read before the store's: a lease's remaining time is never
         # overestimated
         before = self._clock()
@@ -521,12 +520,10 @@ class Provisioner:
             # the leases run out under a batch that then loses all it did. Services
             # still waiting their turn get their leases renewed in the same write.
             if parked and (not queue or any(ctx.lease_aging() for ctx in parked)):
-                aging = [ctx for ctx in queue if ctx.lease_aging()]
-                going_on = self._write_parked(tails, [*parked, *aging])
-                queue = deque(
-                    [ctx for ctx in queue if ctx not in aging or ctx in going_on]
-                    + [ctx for ctx in going_on if ctx not in aging]
-                )
+                written = [*parked, *(ctx for ctx in queue if ctx.lease_aging())]
+                kept = set(self._write_parked(tails, written))
+                # in turn as before, the parked ones last; a refused one is dropped
+                queue = deque(c for c in [*queue, *parked] if c in kept or c not in written)
                 parked = []
                 continue
             ctx = queue.popleft()

@@ -52,12 +52,15 @@ __all__ = [
     "check_text",
     "check_transition",
     "fence",
+    "fence_and_plan",
     "holds_other_server",
     "lease_held",
     "new_service",
     "params_hash",
     "plan_advance",
     "release_changes",
+    "singleton_hold",
+    "take_order",
     "transitioned",
 ]
 
@@ -558,6 +561,37 @@ def plan_advance(
         tasks=tasks,
         changed=changed_columns(current, changes),
     )
+
+
+def fence_and_plan(
+    request: CheckedRequest, row: StoredService | None, now: float, *, unsafe: bool
+) -> tuple[StoredService, AdvancePlan]:
+    """Fence one request of an ``advance_many`` against its row and plan what it writes
+    (nothing written yet): planned before the takes, so that a backend can take the
+    singleton, whose expiry the plan sets, with the reservation."""
+    current = fence(
+        row,
+        request.lease,
+        now,
+        expected_state=request.expected_state,
+        expected_version=request.expected_version,
+        expected_desired_seq=request.expected_desired_seq,
+        unsafe=unsafe,
+    )
+    plan = plan_advance(
+        current,
+        request.checked,
+        now,
+        release=request.release,
+        expected_state=request.expected_state,
+        lease_until=None if request.renew is None else now + request.renew,
+    )
+    return current, plan
+
+
+def singleton_hold(lease: Lease, plan: AdvancePlan, now: float) -> tuple[str, float]:
+    """Who holds a singleton an advance takes, and until when (its new lease's end)."""
+    return f"{lease.worker_id}:{lease.service_id}", max(plan.service.lease_until, now)
 
 
 def take_order(takes: Sequence[tuple[int | None, str | None]]) -> list[int]:

@@ -478,32 +478,12 @@ class SqlStore(FencedWrites):
         self, request: rules.CheckedRequest, row: StoredService | None, now: float
     ) -> tuple[StoredService, rules.AdvancePlan, Take]:
         """Fence one request and plan its rows (nothing written yet); what it takes."""
-        lease, checked, expected_state = request.lease, request.checked, request.expected_state
-        current = rules.fence(
-            row,
-            lease,
-            now,
-            expected_state=expected_state,
-            expected_version=request.expected_version,
-            expected_desired_seq=request.expected_desired_seq,
-            unsafe=self._unsafe,
-        )
-        # Planned before the reservation (planning writes nothing) so that a backend can
-        # take the singleton, whose expiry the plan sets, with the reservation.
-        plan = rules.plan_advance(
-            current,
-            checked,
-            now,
-            release=request.release,
-            expected_state=expected_state,
-            lease_until=None if request.renew is None else now + request.renew,
-        )
+        current, plan = rules.fence_and_plan(request, row, now, unsafe=self._unsafe)
         singleton = None
-        if checked.singleton is not None:
-            holder = f"{lease.worker_id}:{lease.service_id}"
-            until = max(plan.service.lease_until, now)
-            singleton = SingletonTake(checked.singleton, holder, until)
-        return current, plan, Take(lease, checked.reserve_server, singleton)
+        if request.checked.singleton is not None:
+            holder, until = rules.singleton_hold(request.lease, plan, now)
+            singleton = SingletonTake(request.checked.singleton, holder, until)
+        return current, plan, Take(request.lease, request.checked.reserve_server, singleton)
 
     def _take_all(
         self, tx: Tx, takes: Sequence[Take], now: float

@@ -310,7 +310,10 @@ class MemoryStore(FencedWrites):
             planned: list[tuple[int, StoredService, rules.AdvancePlan]] = []
             for i, request in enumerate(requests):
                 try:
-                    planned.append((i, *self._plan(request, now)))
+                    row = self._row(request.lease.service_id, request.lease.service)
+                    planned.append(
+                        (i, *rules.fence_and_plan(request, row, now, unsafe=self._unsafe))
+                    )
                 except (LeaseLost, StaleState, ServiceNotFound) as exc:
                     # decided before this request wrote anything: the others go on
                     outcomes[i] = exc
@@ -342,28 +345,6 @@ class MemoryStore(FencedWrites):
                 self._writes += 1
         return [o for o in outcomes if o is not None]
 
-    def _plan(
-        self, request: rules.CheckedRequest, now: float
-    ) -> tuple[StoredService, rules.AdvancePlan]:
-        current = rules.fence(
-            self._row(request.lease.service_id, request.lease.service),
-            request.lease,
-            now,
-            expected_state=request.expected_state,
-            expected_version=request.expected_version,
-            expected_desired_seq=request.expected_desired_seq,
-            unsafe=self._unsafe,
-        )
-        plan = rules.plan_advance(
-            current,
-            request.checked,
-            now,
-            release=request.release,
-            expected_state=request.expected_state,
-            lease_until=None if request.renew is None else now + request.renew,
-        )
-        return current, plan
-
     def _take(
         self, request: rules.CheckedRequest, plan: rules.AdvancePlan, now: float
     ) -> tuple[bool | None, bool | None] | None:
@@ -378,8 +359,7 @@ class MemoryStore(FencedWrites):
             reserved = True
         held: bool | None = None
         if checked.singleton is not None:
-            holder = f"{request.lease.worker_id}:{sid}"
-            until = max(plan.service.lease_until, now)
+            holder, until = rules.singleton_hold(request.lease, plan, now)
             held = self._take_singleton(checked.singleton, holder, until, now)
         return reserved, held
 
