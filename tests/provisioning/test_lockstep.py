@@ -5,6 +5,7 @@ transaction (``Provisioner.tick``)."""
 from __future__ import annotations
 
 import collections
+import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,14 +30,15 @@ ORDERS = 8
 #: the remote calls one order needs (dci6-api.md §7: the server is read back after the
 #: owner assignment; the finished install is read once)
 CALLS_PER_ORDER = {
-    "servers.configurations": 1,
-    "servers.list": 1,
     "users.list": 1,
     "users.create": 1,
     "servers.set_owner": 1,
     "servers.get": 2,
     "servers.install_os": 1,
 }
+#: the reads the services of one tick share: the free counts of the module selection,
+#: a page of free servers (10) when the tick claims at most that many
+CALLS_PER_TICK = {"servers.configurations": 1, "servers.list": 1}
 
 
 @pytest.fixture
@@ -103,8 +105,38 @@ def test_a_tick_writes_its_services_together(
     assert all(r.release for r in last)
     assert store.write_count - writes == 3 + 1  # + the acquire
     # a parked step runs again without repeating a remote call: the calls of the bare
-    # sequence, no more
-    assert routes(fake, since) == {k: v * ORDERS for k, v in CALLS_PER_ORDER.items()}
+    # sequence, no more, and the reads every service needs made once for the tick
+    expected = {k: v * ORDERS for k, v in CALLS_PER_ORDER.items()} | CALLS_PER_TICK
+    assert routes(fake, since) == expected
+
+
+def test_a_tick_shares_its_reads_across_pages_and_modules(
+    make_prov: Callable[..., Provisioner],
+    catalog: Catalog,
+    store: StatusStore,
+    new_order: Callable[..., Order],
+) -> None:
+    """25 orders in one tick, 20 free servers of the configuration in the first
+    module's location: the tick reads the free counts once (one DCImanager serves both
+    modules), the first location's two pages once each (their size tells there is no
+    third), and the second location's first page once for the 5 services that move
+    there."""
+    fake = FakeDCImanager.with_inventory(locations=2, servers_per_location=60, install_duration=0)
+    make = functools.partial(
+        make_prov, transport=fake.transport, catalog=make_catalog(fake, ipv4_count=0)
+    )
+    sids = open_orders(make(), new_order, 25)
+    since = len(fake.state.requests)
+    assert worker(make, store).tick(max_services=25) == 25
+    rows = [store.get(sid) for sid in sids]
+    assert all(r is not None and r.state == ServiceState.ACTIVE.value for r in rows)
+    assert len({r.server_id for r in rows if r is not None}) == 25
+    assert sorted(r.module for r in rows if r is not None).count("dci-fra") == 5
+    lists = [r for r in fake.state.requests[since:] if r.route == "servers.list"]
+    assert len(lists) == 3
+    got = routes(fake, since)
+    assert got["servers.configurations"] == 1
+    assert got["users.create"] == got["servers.install_os"] == 25
 
 
 def test_lockstep_records_what_one_service_per_tick_records(
@@ -228,10 +260,10 @@ def test_a_slow_dcimanager_does_not_let_parked_leases_run_out(
     new_order: Callable[..., Order],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Each request takes 0.25 s: the 8 services' reads before their reservations take
-    about 6 s, a whole lease. The shared write goes out once a parked lease has aged a
-    third (and renews the leases of the services still waiting their turn), so no
-    service of the batch loses its lease or repeats a remote call."""
+    """Each request takes 0.25 s: the 8 services' user lookups and creations after their
+    reservations take 4 s, two thirds of a lease. The shared write goes out once a
+    parked lease has aged a third (and renews the leases of the services still waiting
+    their turn), so no service of the batch loses its lease or repeats a remote call."""
     ttl = 6.0
     sids = open_orders(make_prov(), new_order, ORDERS)
     spy = StoreSpy(store)
@@ -243,7 +275,8 @@ def test_a_slow_dcimanager_does_not_let_parked_leases_run_out(
     rows = [store.get(sid) for sid in sids]
     assert all(r is not None and r.state == ServiceState.ACTIVE.value for r in rows)
     assert len({r.server_id for r in rows if r is not None}) == ORDERS
-    assert routes(fake, since) == {k: v * ORDERS for k, v in CALLS_PER_ORDER.items()}
+    expected = {k: v * ORDERS for k, v in CALLS_PER_ORDER.items()} | CALLS_PER_TICK
+    assert routes(fake, since) == expected
     # more shared writes than the three of a fast tick, each before a lease ran out
     assert len(spy.batches) > 3
     for sid, row in zip(sids, rows, strict=True):

@@ -52,6 +52,7 @@ from dci6bridge.stores.base import Transition as Transition
 
 from ._failpoints import Failpoints
 from ._tails import TailWrites
+from ._tick_reads import TickReads
 from .events import Event, EventKind, OutboxRelay
 from .service import Service, service_from_row
 from .states import ServiceState, ServiceStatus, check_transition, status_of
@@ -499,14 +500,14 @@ class Provisioner:
         if leases:
             self.failpoints.hit("after:store.acquire")
         tails = TailWrites(self.store)
-        reserving: set[int] = set()
+        reads = TickReads()
         running = [
             self._context(
                 lease,
                 tails=tails,
                 store_now=(lease.until - ttl, before),
                 lockstep=len(leases) > 1,
-                reserving=reserving,
+                reads=reads,
             )
             for lease in leases
         ]
@@ -640,7 +641,7 @@ class Provisioner:
         tails: TailWrites | None = None,
         store_now: tuple[float, float] | None = None,
         lockstep: bool = False,
-        reserving: set[int] | None = None,
+        reads: TickReads | None = None,
     ) -> StepContext:
         return StepContext(
             store=self.store,
@@ -655,7 +656,7 @@ class Provisioner:
             tails=tails,
             store_now=store_now,
             lockstep=lockstep,
-            reserving=reserving,
+            reads=reads,
         )
 
     def _work(self, ctx: StepContext) -> bool:

@@ -12,10 +12,10 @@ an outcome (:class:`Advance`, :class:`Wait`, :class:`Fail`, :class:`Retry`,
 from __future__ import annotations
 
 import contextlib
-import itertools
+import functools
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -51,6 +51,7 @@ from dci6bridge.stores.base import (
 
 from ._failpoints import Failpoints
 from ._tails import TailWrites
+from ._tick_reads import FreeServers, TickReads
 from .events import CREATED_AT_KEY, EventKind
 from .passwords import generate_password
 from .states import ServiceState
@@ -238,7 +239,7 @@ class StepContext:
         tails: TailWrites | None = None,
         store_now: tuple[float, float] | None = None,
         lockstep: bool = False,
-        reserving: set[int] | None = None,
+        reads: TickReads | None = None,
     ) -> None:
         self.store = store
         self.catalog = catalog
@@ -263,8 +264,9 @@ class StepContext:
         #: the tick writes the queued changes of all its services together: a step
         #: about to need a write of its own parks instead (:class:`Parked`, :class:`Reserve`)
         self.lockstep = lockstep
-        #: servers the services of this tick are about to reserve (shared by the tick)
-        self.reserving: set[int] = reserving if reserving is not None else set()
+        #: what the services of this tick read once and share, and the servers they are
+        #: about to reserve
+        self.reads = reads if reads is not None else TickReads()
         #: remote calls made by the step now running (a step that made none may park)
         self.calls_in_step = 0
         #: steps this lease may still run
@@ -358,6 +360,11 @@ class StepContext:
         result = fn(*args, **kwargs)
         self.failpoints.hit(f"after:{name}")
         return result
+
+    def shared(self, key: Hashable, read: Callable[[], T]) -> T:
+        """``read()``; in lockstep, what it returned to a service of this tick already
+        (:class:`~dci6bridge.provisioning._tick_reads.TickReads`)."""
+        return self.reads.get(key, read) if self.lockstep else read()
 
     def get_server(self, server_id: int) -> Server:
         """``servers.get`` through :meth:`call`."""
@@ -713,7 +720,10 @@ def _selecting_module(ctx: StepContext) -> Outcome:
             skipped.append(module.name)
             continue
         client = ctx.client(module)
-        counts = ctx.call("servers.configurations", client.servers.configurations)
+        counts = ctx.shared(
+            ("servers.configurations", module.url),  # per DCImanager
+            functools.partial(ctx.call, "servers.configurations", client.servers.configurations),
+        )
         free = sum(c.free_server_count for c in counts if c.configuration == tariff.configuration)
         if free > 0:
             return Advance(
@@ -745,14 +755,15 @@ def _claiming_server(ctx: StepContext) -> Outcome:
     location = module.data_center.location_id
     where = Q.free() & (Q("configuration") == cfg) & (Q("location_id") == location)
     client = ctx.client()
-    pages = client.servers.list(where=where, page_size=CLAIM_PAGE)
-
-    def next_page() -> list[Server]:
-        return list(itertools.islice(pages, CLAIM_PAGE))
-
+    free = ctx.shared(
+        ("servers.list", module.url, cfg, location),
+        lambda: FreeServers(
+            lambda: client.servers.list(where=where, page_size=CLAIM_PAGE), CLAIM_PAGE
+        ),
+    )
     reserved_by_others = 0
-    for _ in range(MAX_CLAIM_PAGES):
-        listed = ctx.call("servers.list", next_page)
+    for index in range(MAX_CLAIM_PAGES):
+        listed = free.page(index, lambda read: ctx.call("servers.list", read))
         # the remote filter covers owner and is_new only; check the rest of the rules here
         candidates = [
             s for s in listed if s.is_free and s.configuration == cfg and s.location_id == location
@@ -766,10 +777,10 @@ def _claiming_server(ctx: StepContext) -> Outcome:
                 # reserved in the tick's shared write (refused, the step runs again
                 # without lockstep, candidate by candidate); not one another service of
                 # the tick is about to reserve
-                if server.id in ctx.reserving:
+                if server.id in ctx.reads.reserving:
                     reserved_by_others += 1
                     continue
-                ctx.reserving.add(server.id)
+                ctx.reads.reserving.add(server.id)
                 return Reserve(server, _user_singleton(ctx), claimed)
             if _reserve(ctx, server.id, singleton=_user_singleton(ctx)):
                 ctx.seen[server.id] = server
