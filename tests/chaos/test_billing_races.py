@@ -363,10 +363,18 @@ def test_billing_races_postgres(chaos: Any, pg_store_url: str) -> None:
 def test_without_the_request_fence_requests_are_lost(chaos: Any) -> None:
     """Negative control: workers whose writes ignore ``expected_desired_seq`` overwrite
     requests that arrive while they hold a service; the T9 checker must see it."""
-    out = _run(chaos, None, seed=20293, unsafe=True)
-    lost = [v for v in out.t9 if "request lost" in v.message]
+    # A loss needs a request to land while a worker holds its service; how often that
+    # happens depends on timing, so a run that happened to lose nothing is followed by
+    # another seed (the check must catch the bug, not every run must contain it).
+    summaries = []
+    for seed in (20293, 20294, 20295):
+        out = _run(chaos, None, seed=seed, unsafe=True)
+        lost = [v for v in out.t9 if "request lost" in v.message]
+        if lost:
+            break
+        summaries.append(out.result.summary())
     print(_show(lost, "", limit=5))
-    assert lost, f"fence off, yet no request lost: {out.result.summary()}"
+    assert lost, f"fence off, yet no request lost in {len(summaries)} runs: {summaries}"
     # the I1 check of the invariant checker sees the same services
     assert out.result.report.by_invariant().get("I1", 0) >= 1, out.result.summary()
 

@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
+from dci6bridge import Client
+from dci6bridge.client.query import Q
 from dci6bridge.domain import Catalog, Order
 from dci6bridge.provisioning import Provisioner, ServiceState
 from dci6bridge.provisioning._failpoints import FailpointCrash, Failpoints
@@ -22,7 +24,7 @@ from dci6bridge.stores.base import AdvanceRequest, StatusStore
 from dci6bridge.testing import FakeDCImanager
 from dci6bridge.testing.chaos import check_history
 
-from .conftest import StoreSpy, make_catalog
+from .conftest import CFG, StoreSpy, make_catalog
 from .conftest import instant_worker as worker
 
 ORDERS = 8
@@ -194,6 +196,41 @@ def test_a_reservation_refused_in_the_shared_write_takes_another_server(
     assert chain == [(t.from_state, t.to_state) for t in store.history("S1")]
     # S0 reserved on its own, in a write of its own
     assert any(b == [("S0", False, ["selecting_module", "claiming_server"])] for b in spy.batches)
+
+
+def test_servers_reserved_elsewhere_are_skipped_before_reserving(
+    make_prov: Callable[..., Provisioner],
+    catalog: Catalog,
+    store: StatusStore,
+    fake: FakeDCImanager,
+    new_order: Callable[..., Order],
+) -> None:
+    """Another worker's services hold reservations of 5 of the 10 free servers (DCImanager
+    still shows them free: their owners are not set yet). The tick's 5 services pick
+    among the other 5, and not one of their reservations is refused."""
+    billing = make_prov()
+    where = Q.free() & (Q("configuration") == CFG) & (Q("location_id") == 1)
+    with Client(
+        fake.url, email=fake.admin_email, password=fake.admin_password, transport=fake.transport
+    ) as dci:
+        free = [s.id for s in dci.servers.list(where=where, limit=10)]
+    assert len(free) == 10
+    rivals = [f"R{i}" for i in range(5)]
+    for rid in rivals:
+        billing.open(new_order(rid, email=f"{rid}@example.com"))
+    leases = store.acquire("rival", 600, 5)
+    for lease, server_id in zip(leases, free[::2], strict=True):
+        assert store.reserve_server(lease, server_id)
+    sids = open_orders(billing, new_order, 5)
+    spy = StoreSpy(store)
+    assert worker(make_prov, spy).tick(max_services=8) == 5
+    first = spy.requests[0]
+    assert sorted(r.lease.service_id for r in first) == sids
+    assert sorted(r.reserve_server for r in first) == sorted(free[1::2])  # type: ignore[type-var]
+    # no service claimed again on its own after a refusal
+    assert len(spy.batches) == 3
+    rows = [store.get(sid) for sid in sids]
+    assert all(r is not None and r.state == ServiceState.ACTIVE.value for r in rows)
 
 
 def test_a_parked_service_whose_lease_was_lost_is_dropped_alone(

@@ -615,6 +615,36 @@ def test_reserve_server_is_unique_both_ways(store: StatusStore) -> None:
     assert store.server_claims() == {42: "b", 43: "a"}
 
 
+def test_server_claims_of_given_servers(store: StatusStore) -> None:
+    for sid in ("a", "b", "c"):
+        create(store, sid)
+    leases = store.acquire("w1", 60, limit=3)
+    for lease, server_id in zip(leases, (42, 7, 99), strict=True):
+        assert store.reserve_server(lease, server_id)
+    assert store.server_claims() == {7: "b", 42: "a", 99: "c"}
+    assert list(store.server_claims()) == [7, 42, 99], "ordered by server id"
+    assert store.server_claims([99, 5, 42, 42]) == {42: "a", 99: "c"}
+    assert list(store.server_claims([99, 42])) == [42, 99]
+    assert store.server_claims(iter([7])) == {7: "b"}
+    assert store.server_claims([5, 6]) == {}
+    assert store.server_claims([]) == {}
+
+
+@pytest.mark.parametrize(
+    ("server_ids", "message"),
+    [
+        ([1, 0], r"server_ids\[1\]: expected a positive int, got 0"),
+        ([True], r"server_ids\[0\]: expected a positive int, got True"),
+        (["42"], r"server_ids\[0\]: expected a positive int, got '42'"),
+        ("42", r"server_ids: expected an iterable of ints, got '42'"),
+        (42, r"server_ids: expected an iterable of ints, got 42"),
+    ],
+)
+def test_server_claims_rejects_bad_ids(store: StatusStore, server_ids: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        store.server_claims(server_ids)
+
+
 @pytest.mark.parametrize("server_id", [0, -1, "42", True, None])
 def test_reserve_server_rejects_bad_ids(store: StatusStore, server_id: Any) -> None:
     create(store)

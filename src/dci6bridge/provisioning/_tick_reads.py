@@ -12,35 +12,59 @@ and the owner read-back before the install still catches anyone outside the libr
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from typing import Any, TypeVar
+
+import attrs
 
 from dci6bridge.client.models import Server
 
-__all__ = ["FreeServers", "TickReads"]
+__all__ = ["FreePage", "FreeServers", "TickReads"]
 
 T = TypeVar("T")
+
+
+@attrs.frozen
+class FreePage:
+    """One page of free servers, and who holds a reservation of any of them."""
+
+    servers: list[Server]
+    #: server id → the service that has it reserved, read from the store with the page
+    holders: Mapping[int, str]
 
 
 class FreeServers:
     """The pages of one listing of free servers, read lazily and kept.
 
+    DCImanager shows a server free until its owner is set, which happens only after the
+    store has its reservation; each page therefore comes with the reservations of its
+    servers, read right after it, so a claim skips the ones other workers (or other
+    ticks) have taken already instead of having its reservation refused.
+
     Args:
         listing: makes the server iterator (the client's paged ``servers.list``).
         page_size: servers per page (the listing's own page size).
+        holders: the reservations of the given server ids
+            (:meth:`StatusStore.server_claims <dci6bridge.stores.base.StatusStore.server_claims>`).
     """
 
-    def __init__(self, listing: Callable[[], Iterator[Server]], page_size: int) -> None:
+    def __init__(
+        self,
+        listing: Callable[[], Iterator[Server]],
+        page_size: int,
+        holders: Callable[[list[int]], Mapping[int, str]],
+    ) -> None:
         self._listing = listing
         self._page_size = page_size
+        self._holders = holders
         self._servers: Iterator[Server] | None = None
-        self._pages: list[list[Server]] = []
+        self._pages: list[FreePage] = []
 
     def page(
         self, index: int, call: Callable[[Callable[[], list[Server]]], list[Server]]
-    ) -> list[Server]:
+    ) -> FreePage:
         """Page ``index`` (from 0); a page not read yet is read through ``call`` (which
-        wraps the read, as :meth:`StepContext.call` does)."""
+        wraps the remote read, as :meth:`StepContext.call` does)."""
         while len(self._pages) <= index:
             try:
                 got = call(self._next_page)
@@ -49,7 +73,8 @@ class FreeServers:
                 self._servers = None
                 self._pages.clear()
                 raise
-            self._pages.append(got)
+            held = self._holders([s.id for s in got]) if got else {}
+            self._pages.append(FreePage(got, held))
         return self._pages[index]
 
     def _next_page(self) -> list[Server]:

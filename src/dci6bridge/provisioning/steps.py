@@ -758,16 +758,22 @@ def _claiming_server(ctx: StepContext) -> Outcome:
     free = ctx.shared(
         ("servers.list", module.url, cfg, location),
         lambda: FreeServers(
-            lambda: client.servers.list(where=where, page_size=CLAIM_PAGE), CLAIM_PAGE
+            lambda: client.servers.list(where=where, page_size=CLAIM_PAGE),
+            CLAIM_PAGE,
+            ctx.store.server_claims,
         ),
     )
+    sid = ctx.service_id
     reserved_by_others = 0
     for index in range(MAX_CLAIM_PAGES):
-        listed = free.page(index, lambda read: ctx.call("servers.list", read))
+        page = free.page(index, lambda read: ctx.call("servers.list", read))
+        listed = page.servers
         # the remote filter covers owner and is_new only; check the rest of the rules here
-        candidates = [
+        fitting = [
             s for s in listed if s.is_free and s.configuration == cfg and s.location_id == location
         ]
+        candidates = [s for s in fitting if page.holders.get(s.id, sid) == sid]
+        reserved_by_others += len(fitting) - len(candidates)
         ctx.rng.shuffle(candidates)
         for server in candidates:
             claimed = Advance(
@@ -1206,7 +1212,10 @@ def _terminating(ctx: StepContext) -> Outcome:
             if holder == row.service_id:
                 ctx.release_server(sid)
                 done["released_claim"] = sid
-    elif row.module is not None and ctx.store.server_claims().get(server_id) != row.service_id:
+    elif (
+        row.module is not None
+        and ctx.store.server_claims([server_id]).get(server_id) != row.service_id
+    ):
         # The reservation is given up only once the owner release is confirmed (or, after
         # the server was taken by someone else, when it is not ours): a crash after that
         # leaves nothing remote to undo, and the server may be another service's now, of

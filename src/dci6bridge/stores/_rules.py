@@ -10,7 +10,7 @@ which the shared contract suite checks.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -48,6 +48,7 @@ __all__ = [
     "check_prune",
     "check_requests",
     "check_server_id",
+    "check_server_ids",
     "check_task",
     "check_text",
     "check_transition",
@@ -343,6 +344,18 @@ def check_server_id(server_id: Any) -> int:
     if isinstance(server_id, bool) or not isinstance(server_id, int) or server_id < 1:
         raise ConfigError(f"server_id: expected a positive int, got {show(server_id)}")
     return server_id
+
+
+def check_server_ids(server_ids: Any) -> list[int]:
+    """Server ids to look up (each a positive int), without repeats, in order."""
+    if isinstance(server_ids, str | bytes) or not isinstance(server_ids, Iterable):
+        raise ConfigError(f"server_ids: expected an iterable of ints, got {show(server_ids)}")
+    checked: dict[int, None] = {}
+    for i, server_id in enumerate(server_ids):
+        if isinstance(server_id, bool) or not isinstance(server_id, int) or server_id < 1:
+            raise ConfigError(f"server_ids[{i}]: expected a positive int, got {show(server_id)}")
+        checked[server_id] = None
+    return list(checked)
 
 
 def holds_other_server(service_id: str, held: int, wanted: int) -> str:

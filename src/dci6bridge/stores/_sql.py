@@ -10,7 +10,7 @@ SQL here uses ``?`` placeholders and the table prefix ``self._p``.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, TypeVar
 
@@ -587,11 +587,20 @@ class SqlStore(FencedWrites):
                 (server_id, lease.service_id),
             )
 
-    def server_claims(self) -> Mapping[int, str]:
-        """Every reservation: server id → service id."""
+    def server_claims(self, server_ids: Iterable[int] | None = None) -> Mapping[int, str]:
+        """Reservations: server id → service id, ordered by server id; only those of
+        ``server_ids`` when given."""
+        where, params = "", []
+        if server_ids is not None:
+            params = rules.check_server_ids(server_ids)
+            if not params:
+                return {}
+            where = f" WHERE server_id IN ({', '.join('?' for _ in params)})"
         with self._transaction(write=False) as tx:
             rows = tx.execute(
-                f"SELECT server_id, service_id FROM {self._p}server_claims ORDER BY server_id"
+                f"SELECT server_id, service_id FROM {self._p}server_claims{where} "
+                "ORDER BY server_id",
+                params,
             )
         return {int(r["server_id"]): str(r["service_id"]) for r in rows}
 

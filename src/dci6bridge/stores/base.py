@@ -19,7 +19,7 @@ tests. See ``reference/durability.md`` §5-§8 for the design this follows.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
@@ -420,8 +420,10 @@ class StatusStore(Protocol):
         """Drop this service's reservation of ``server_id`` (fenced; no-op if absent)."""
         ...
 
-    def server_claims(self) -> Mapping[int, str]:
-        """Every reservation: server id → service id."""
+    def server_claims(self, server_ids: Iterable[int] | None = None) -> Mapping[int, str]:
+        """Reservations: server id → service id, ordered by server id; only those of
+        ``server_ids`` when given (positive ints; a bad one raises
+        :class:`~dci6bridge.errors.ConfigError` naming it)."""
         ...
 
     # ------------------------------------------------------------------ reads

@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -437,10 +437,16 @@ class MemoryStore(FencedWrites):
                     del self._claims[server_id]
                     del self._claim_of[lease.service_id]
 
-    def server_claims(self) -> Mapping[int, str]:
-        """Every reservation: server id → service id."""
+    def server_claims(self, server_ids: Iterable[int] | None = None) -> Mapping[int, str]:
+        """Reservations: server id → service id, ordered by server id; only those of
+        ``server_ids`` when given."""
+        wanted = None if server_ids is None else set(rules.check_server_ids(server_ids))
         with self._lock:
-            return dict(sorted(self._claims.items()))
+            return {
+                server: service
+                for server, service in sorted(self._claims.items())
+                if wanted is None or server in wanted
+            }
 
     # ------------------------------------------------------------------ reads
     def get(self, service_id: str) -> StoredService | None:
