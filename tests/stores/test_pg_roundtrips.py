@@ -388,3 +388,34 @@ def test_the_reservations_of_a_whole_batch_take_one_round_trip(
     assert singletons(raw) == {"user:a": "w:A", "user:shared": "w:B", "user:g": "w:G"}
     assert pg.history("C") == pg.history("D") == []
     assert [t.to_state for t in pg.history("E")] == ["x"]
+
+
+# ---------------------------------------------------------------------------- acquire
+
+
+def test_acquire_on_the_database_clock_takes_one_round_trip(
+    pg: PostgresStore, raw: psycopg.Connection[Any]
+) -> None:
+    """The clock is read inside the claim, which commits on its own: one round trip,
+    one counted write, the same leases as the shared path."""
+    for sid in ("a", "b", "c"):
+        create(pg, sid)
+    raw.execute("UPDATE services SET not_before = not_before - 5 WHERE service_id = 'c'")
+    writes = pg.write_count
+    (db_now,) = raw.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
+    n, got = trips(pg, lambda: pg.acquire("w", 30, limit=2))
+    assert n == 1
+    assert pg.write_count == writes + 1
+    assert [x.service_id for x in got] == ["c", "a"], "by not_before, then id"
+    for lease in got:
+        assert lease.worker_id == "w" and lease.epoch == 1
+        assert db_now + 30 <= lease.until < db_now + 30 + 5
+        assert lease.service.lease_until == lease.until
+    rows = dict(raw.execute("SELECT service_id, lease_owner FROM services").fetchall())
+    assert rows == {"a": "w", "b": None, "c": "w"}
+    # the leased ones are skipped; an empty claim writes nothing
+    n, (last,) = trips(pg, lambda: pg.acquire("v", 30, limit=5))
+    assert (n, last.service_id, last.epoch) == (1, "b", 1)
+    writes = pg.write_count
+    assert trips(pg, lambda: pg.acquire("v", 30, limit=5)) == (1, [])
+    assert pg.write_count == writes

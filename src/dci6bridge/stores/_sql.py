@@ -377,9 +377,24 @@ class SqlStore(FencedWrites):
     def acquire(self, worker_id: str, ttl_s: float, limit: int = 1) -> list[Lease]:
         """Lease runnable services; see :meth:`StatusStore.acquire`."""
         ttl = rules.check_claim(worker_id, ttl_s, limit)
+        rows = self._lease_rows(worker_id, ttl, limit)
+        taken = sorted(map(service_from_row, rows), key=lambda s: (s.not_before, s.service_id))
+        return [
+            Lease(
+                service_id=s.service_id,
+                worker_id=worker_id,
+                epoch=s.lease_epoch,
+                until=s.lease_until,
+                service=s,
+            )
+            for s in taken
+        ]
+
+    def _lease_rows(self, worker_id: str, ttl: float, limit: int) -> list[dict[str, Any]]:
+        """Lease up to ``limit`` runnable services; their rows, leased."""
         with self._transaction(write=True) as tx:
             now = tx.now()
-            rows = self._claim(
+            return self._claim(
                 tx,
                 Claim(
                     table=f"{self._p}services",
@@ -393,17 +408,6 @@ class SqlStore(FencedWrites):
                     limit=limit,
                 ),
             )
-        taken = sorted(map(service_from_row, rows), key=lambda s: (s.not_before, s.service_id))
-        return [
-            Lease(
-                service_id=s.service_id,
-                worker_id=worker_id,
-                epoch=s.lease_epoch,
-                until=s.lease_until,
-                service=s,
-            )
-            for s in taken
-        ]
 
     def renew(self, lease: Lease, ttl_s: float) -> Lease:
         """Extend a live lease; see :meth:`StatusStore.renew`."""
