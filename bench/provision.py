@@ -6,7 +6,7 @@ orders are provisioned by **bare client calls** (``dci6bridge.Client``, no store
 orchestrator) against simulators with the same inventory. The sides take turns every
 ``--chunk`` orders (in ABBA order), so slow and fast moments of a shared machine hit
 every side alike; ``--rounds`` repeats the whole comparison and the median is reported.
-Two bare sequences are measured:
+Three bare sequences are measured:
 
 * **bare**: the 7 calls an order needs at the least: free counts, one page of free
   servers (the orchestrator's page size), find user, create user, set owner, install,
@@ -15,7 +15,10 @@ Two bare sequences are measured:
 * **bare+check**: the same plus a read of the server between the owner assignment and
   the install, which ``reference/dci6-api.md`` §7 asks for (it is unknown whether the
   assignment refuses an owned server or overwrites it, and an install wipes the disk).
-  The orchestrator makes that read too (and takes the install's baseline from it).
+  The orchestrator makes that read too (and takes the install's baseline from it);
+* **same calls**: bare+check with the free counts and the page of free servers read once
+  per ``TICK`` orders, as the services of one worker tick share them: exactly the
+  orchestrator's calls, so the ratio to it is the cost of the orchestrator itself.
 
 Per run: ms/order (wall), CPU ms of the thread, the store's share (every store call,
 timed through a proxy), the simulator's share (time inside the in-process transport,
@@ -69,6 +72,8 @@ from dci6bridge.testing import FakeDCImanager
 CONFIGURATION = "E3-1230v6-64Gb-2x480SSD"
 OS_TEMPLATE = "Ubuntu 22.04"
 LOCATION = 1
+#: services per tick of the worker (``Worker``'s default batch)
+TICK = 8
 
 
 class Stopwatch:
@@ -209,7 +214,7 @@ def run_orchestrator(store_url: str, orders: int, workers: int) -> dict[str, Any
     def work(prov: Provisioner) -> None:
         try:
             while not done.is_set():
-                if not prov.tick(max_services=8):
+                if not prov.tick(max_services=TICK):
                     # idle: the others hold what is left, or everything is done
                     if not prov.store.services(states=_UNFINISHED):
                         done.set()
@@ -303,8 +308,11 @@ class BareSide:
     owned server or overwrites it is unknown, and an install wipes the disk); the
     orchestrator makes that read too (it also takes the install's baseline from it)."""
 
-    def __init__(self, total: int, *, check_owner: bool = False, latency: float = 0.0) -> None:
+    def __init__(
+        self, total: int, *, check_owner: bool = False, batch: int = 1, latency: float = 0.0
+    ) -> None:
         self.check_owner = check_owner
+        self.batch = batch
         self.fake = make_fake(total)
         self.sim = Stopwatch()
         self.client = Client(
@@ -323,12 +331,17 @@ class BareSide:
         start, cpu_start = time.perf_counter(), time.thread_time()
         if not self.templates:  # once per run, as the orchestrator caches it
             self.templates = {t.name: t.id for t in dci.os_templates.list(location_id=LOCATION)}
-        for order in orders:
-            counts = dci.servers.configurations()
-            assert any(c.configuration == CONFIGURATION and c.free_server_count for c in counts)
-            server = next(
-                iter(dci.servers.list(where=self.where, page_size=CLAIM_PAGE, limit=CLAIM_PAGE))
-            )
+        free: list[Any] = []
+        for n, order in enumerate(orders):
+            if n % self.batch == 0 or not free:
+                # the free counts and one page of free servers, once per batch (as a tick
+                # of the orchestrator shares them)
+                counts = dci.servers.configurations()
+                assert any(c.configuration == CONFIGURATION and c.free_server_count for c in counts)
+                free = list(
+                    dci.servers.list(where=self.where, page_size=CLAIM_PAGE, limit=CLAIM_PAGE)
+                )
+            server = free.pop(0)
             user = dci.users.find(order.customer_email)
             if user is None:
                 user = dci.users.create(
@@ -382,7 +395,7 @@ class OrchestratorSide:
         sim_before, store_before = self.sim.seconds, self.store_watch.seconds
         start, cpu_start = time.perf_counter(), time.thread_time()
         while True:
-            if self.worker.tick(max_services=8):
+            if self.worker.tick(max_services=TICK):
                 continue
             if not self.worker.store.services(states=_UNFINISHED):
                 break
@@ -413,6 +426,7 @@ def compare(
     bares = {
         "bare": BareSide(total, latency=latency),
         "bare+check": BareSide(total, check_owner=True, latency=latency),
+        "same calls": BareSide(total, check_owner=True, batch=TICK, latency=latency),
     }
     sides: dict[str, Any] = {**bares}
     sides.update({kind: OrchestratorSide(urls[kind](1), total, latency) for kind in kinds})
@@ -518,9 +532,9 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{'round':<7}{'run':<12}{'ms/order':>10}{'cpu ms':>9}{'store ms':>10}"
             f"{'sim ms':>8}{'other ms':>10}{'writes':>8}{'requests':>10}"
-            f"{'vs bare':>9}{'vs bare+check':>15}"
+            f"{'vs bare':>9}{'vs bare+check':>15}{'vs same calls':>15}"
         )
-        bases = ("bare", "bare+check")
+        bases = ("bare", "bare+check", "same calls")
         summary: dict[str, Any] = {
             kind: {base: {"wall": [], "cpu": []} for base in bases} for kind in kinds
         }
@@ -548,11 +562,15 @@ def main(argv: list[str] | None = None) -> int:
                     f"{t.store * ms:>10.2f}{t.sim * ms:>8.2f}"
                     f"{(t.wall - t.store - t.sim) * ms:>10.2f}{got['writes'][name]:>8.2f}"
                     f"{requests:>10.2f}{100 * ovh[0]:>+8.0f}%{100 * ovh[1]:>+14.0f}%"
+                    f"{100 * ovh[2]:>+14.0f}%"
                 )
         print()
         print(
-            "bare: the 7 calls an order needs at the least; bare+check: the same plus the read "
-            "of the server after the owner assignment (dci6-api.md §7), 8 calls"
+            "bare: the 7 calls an order needs at the least, one order at a time; bare+check: "
+            "the same plus the read of the server after the owner assignment (dci6-api.md "
+            f"§7), 8 calls; same calls: bare+check with the free counts and the page of free "
+            f"servers read once per {TICK} orders, as a tick of the worker shares them: the "
+            "orchestrator's own calls"
         )
         for kind in kinds:
             for base in bases:
