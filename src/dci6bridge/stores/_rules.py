@@ -56,6 +56,7 @@ __all__ = [
     "fence_and_plan",
     "holds_other_server",
     "lease_held",
+    "lease_of",
     "new_service",
     "params_hash",
     "plan_advance",
@@ -106,6 +107,18 @@ def check_claim(worker_id: Any, ttl_s: Any, limit: Any) -> float:
     check_text(worker_id, "worker_id")
     check_limit(limit)
     return check_positive(ttl_s, "ttl_s")
+
+
+def lease_of(service: StoredService) -> Lease:
+    """The lease a service row holds (as just taken by ``acquire``)."""
+    assert service.lease_owner is not None
+    return Lease(
+        service_id=service.service_id,
+        worker_id=service.lease_owner,
+        epoch=service.lease_epoch,
+        until=service.lease_until,
+        service=service,
+    )
 
 
 def check_prune(

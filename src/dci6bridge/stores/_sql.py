@@ -379,16 +379,7 @@ class SqlStore(FencedWrites):
         ttl = rules.check_claim(worker_id, ttl_s, limit)
         rows = self._lease_rows(worker_id, ttl, limit)
         taken = sorted(map(service_from_row, rows), key=lambda s: (s.not_before, s.service_id))
-        return [
-            Lease(
-                service_id=s.service_id,
-                worker_id=worker_id,
-                epoch=s.lease_epoch,
-                until=s.lease_until,
-                service=s,
-            )
-            for s in taken
-        ]
+        return [rules.lease_of(s) for s in taken]
 
     def _lease_rows(self, worker_id: str, ttl: float, limit: int) -> list[dict[str, Any]]:
         """Lease up to ``limit`` runnable services; their rows, leased."""

@@ -254,15 +254,7 @@ class MemoryStore(FencedWrites):
                             lease_until=now + ttl,
                         )
                     )
-                    leases.append(
-                        Lease(
-                            service_id=taken.service_id,
-                            worker_id=worker_id,
-                            epoch=taken.lease_epoch,
-                            until=taken.lease_until,
-                            service=taken,
-                        )
-                    )
+                    leases.append(rules.lease_of(taken))
             return leases
 
     def renew(self, lease: Lease, ttl_s: float) -> Lease:
