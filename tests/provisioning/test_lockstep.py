@@ -166,8 +166,8 @@ def test_a_reservation_refused_in_the_shared_write_takes_another_server(
     new_order: Callable[..., Order],
 ) -> None:
     """Another worker reserves the server S0 is about to reserve: S0's request is
-    refused alone (nothing of it written), S0 claims another server on its own, the
-    other services of the tick go on."""
+    refused alone (nothing of it written), the other services of the tick go on, and S0
+    reserves another server in the tick's next shared write."""
     billing = make_prov()
     billing.open(new_order("R", email="rival@example.com"))
     (rival,) = store.acquire("rival", 60, 1)
@@ -194,8 +194,48 @@ def test_a_reservation_refused_in_the_shared_write_takes_another_server(
     # S0's refused request wrote nothing: its chain has no gap and no repeated move
     chain = [(t.from_state, t.to_state) for t in store.history("S0")]
     assert chain == [(t.from_state, t.to_state) for t in store.history("S1")]
-    # S0 reserved on its own, in a write of its own
-    assert any(b == [("S0", False, ["selecting_module", "claiming_server"])] for b in spy.batches)
+    # S0 reserved another candidate in the next shared write, with its tick-mates'
+    # install intents; no write of its own
+    second = spy.requests[1]
+    assert [(r.lease.service_id, r.reserve_server is not None) for r in second] == [
+        ("S0", True),
+        ("S1", False),
+        ("S2", False),
+    ]
+    assert spy.batches[1][0] == ("S0", False, ["selecting_module", "claiming_server"])
+    assert all(len(b) > 1 for b in spy.batches[:3])
+
+
+def test_a_service_refused_twice_claims_on_its_own(
+    make_prov: Callable[..., Provisioner],
+    catalog: Catalog,
+    store: StatusStore,
+    fake: FakeDCImanager,
+    new_order: Callable[..., Order],
+) -> None:
+    """Other workers take S0's candidate in two shared writes in a row: S0 then claims
+    on its own (one write per candidate) rather than holding its tick-mates' writes."""
+    billing = make_prov()
+    for rid in ("R0", "R1"):
+        billing.open(new_order(rid, email=f"{rid}@example.com"))
+    rivals = store.acquire("rival", 60, 2)
+    sids = open_orders(billing, new_order, 3)
+    snatched: list[int] = []
+
+    def snatch(requests: Sequence[AdvanceRequest]) -> None:
+        for r in requests:
+            if r.lease.service_id == "S0" and r.reserve_server is not None and len(snatched) < 2:
+                assert store.reserve_server(rivals[len(snatched)], r.reserve_server)
+                snatched.append(r.reserve_server)
+
+    spy = StoreSpy(store, snatch)
+    assert worker(make_prov, spy).tick(max_services=8) == 3
+    assert len(snatched) == 2
+    rows = [store.get(sid) for sid in sids]
+    assert all(r is not None and r.state == ServiceState.ACTIVE.value for r in rows)
+    assert not {r.server_id for r in rows if r is not None} & set(snatched)
+    # the third try: a write of S0's own
+    assert [("S0", False, ["selecting_module", "claiming_server"])] in spy.batches
 
 
 def test_servers_reserved_elsewhere_are_skipped_before_reserving(

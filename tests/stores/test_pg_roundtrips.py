@@ -408,7 +408,8 @@ def test_acquire_on_the_database_clock_takes_one_round_trip(
     assert pg.write_count == writes + 1
     assert [x.service_id for x in got] == ["c", "a"], "by not_before, then id"
     for lease in got:
-        assert lease.worker_id == "w" and lease.epoch == 1
+        assert lease.worker_id == "w"
+        assert lease.epoch == 1
         assert db_now + 30 <= lease.until < db_now + 30 + 5
         assert lease.service.lease_until == lease.until
     rows = dict(raw.execute("SELECT service_id, lease_owner FROM services").fetchall())

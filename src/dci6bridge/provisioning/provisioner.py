@@ -88,6 +88,11 @@ S = ServiceState
 #: (keeps a tick bounded and lets other services through).
 MAX_STEPS_PER_LEASE = 12
 
+#: Reservations of one lease a tick's shared writes may refuse before its claim goes on
+#: alone (concurrent workers read the same free servers: a refused service usually
+#: finds another candidate in the same page, and writes it with its tick-mates).
+LOCKSTEP_REFUSALS = 1
+
 #: Retry delay bounds (seconds) after a retryable error; the delay doubles per attempt
 #: and is jittered by ±50 %.
 BACKOFF_BASE = 2.0
@@ -559,9 +564,15 @@ class Provisioner:
             return False
         server = why.server
         if isinstance(outcome, StaleState) or not outcome.reserved:
-            # refused (reserved by another service, or by a crashed attempt of this
-            # one): the claiming step runs again on its own, candidate by candidate
-            ctx.lockstep = False
+            # Refused: another service holds the server (a concurrent worker reserved it
+            # after the page was read), or a crashed attempt of this one holds another.
+            # The first time the step picks another candidate for the tick's next
+            # shared write (the refused server stays in the tick's reserving set, so no
+            # tick-mate picks it either); after that, or for a crashed attempt's claim,
+            # it runs again on its own, candidate by candidate, one write each.
+            ctx.refusals += 1
+            if isinstance(outcome, StaleState) or ctx.refusals > LOCKSTEP_REFUSALS:
+                ctx.lockstep = False
             return True
         ctx.settle(
             outcome, patch={"server_id": server.id}, reserve=server.id, singleton=why.singleton

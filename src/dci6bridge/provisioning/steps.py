@@ -267,6 +267,8 @@ class StepContext:
         #: what the services of this tick read once and share, and the servers they are
         #: about to reserve
         self.reads = reads if reads is not None else TickReads()
+        #: this lease's reservations refused in the tick's shared writes
+        self.refusals = 0
         #: remote calls made by the step now running (a step that made none may park)
         self.calls_in_step = 0
         #: steps this lease may still run
