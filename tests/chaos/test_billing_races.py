@@ -359,7 +359,7 @@ def test_billing_races_postgres(chaos: Any, pg_store_url: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 def test_without_the_request_fence_requests_are_lost(chaos: Any) -> None:
     """Negative control: workers whose writes ignore ``expected_desired_seq`` overwrite
     requests that arrive while they hold a service; the T9 checker must see it."""

@@ -27,9 +27,9 @@ WORKERS = 6
 LEASE_TTL = 1.5
 
 
-def _stalls(chaos: Any, *, fencing: bool) -> Any:
+def _stalls(chaos: Any, *, fencing: bool, seed: int = 31) -> Any:
     world = chaos.world(
-        orders=ORDERS, install_duration=0.3, faults=Faults(latency_ms=(1.0, 5.0)), seed=31
+        orders=ORDERS, install_duration=0.3, faults=Faults(latency_ms=(1.0, 5.0)), seed=seed
     )
     result = chaos.run(
         world,
@@ -48,21 +48,27 @@ def _stalls(chaos: Any, *, fencing: bool) -> Any:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 def test_without_fencing_the_checker_finds_lost_transitions(chaos: Any) -> None:
-    result = _stalls(chaos, fencing=False)
-    found = result.report.by_invariant()
-    assert found.get("I2", 0) > 0, f"fencing off, yet no history violation: {result.summary()}"
-    # the reconciler sees what the checker sees: every orphan server is reported. The
-    # check runs after the services the sweep handed over were finished, and with
+    # Every run must break the history chain (I2). Orphan servers (I5) need a stale
+    # write to drop a server record at the wrong moment and appear in most runs, not
+    # all: a run without any is followed by another seed, so that the check below (the
+    # reconciler sees what the checker sees) runs on real orphans.
+    for seed in (31, 33, 35):
+        result = _stalls(chaos, fencing=False, seed=seed)
+        found = result.report.by_invariant()
+        assert found.get("I2", 0) > 0, f"fencing off, yet no history violation: {result.summary()}"
+        orphans = {
+            int(re.match(r"server (\d+) is owned", v.message).group(1))  # type: ignore[union-attr]
+            for v in result.report.violations
+            if v.invariant == "I5" and v.service_id is None
+        }
+        if orphans:
+            break
+    assert orphans, "fencing off, yet no orphan server in 3 runs"
+    # The check runs after the services the sweep handed over were finished, and with
     # stale writes rewriting rows (a service gone back to `pending` after `active`),
     # one of them may record again a server the sweep reported: seen 1 run in 4.
-    orphans = {
-        int(re.match(r"server (\d+) is owned", v.message).group(1))  # type: ignore[union-attr]
-        for v in result.report.violations
-        if v.invariant == "I5" and v.service_id is None
-    }
-    assert orphans
     assert orphans <= set(result.orphans_reported), (orphans, result.orphans_reported)
 
 

@@ -120,9 +120,9 @@ def test_a_tick_shares_its_reads_across_pages_and_modules(
 ) -> None:
     """25 orders in one tick, 20 free servers of the configuration in the first
     module's location: the tick reads the free counts once (one DCImanager serves both
-    modules), the first location's two pages once each (their size tells there is no
-    third), and the second location's first page once for the 5 services that move
-    there."""
+    modules); the first location's free servers three times (the first page, then the
+    first two pages together, then the first three, which finds only 20: no more), and
+    the second location's first page once for the 5 services that move there."""
     fake = FakeDCImanager.with_inventory(locations=2, servers_per_location=60, install_duration=0)
     make = functools.partial(
         make_prov, transport=fake.transport, catalog=make_catalog(fake, ipv4_count=0)
@@ -135,7 +135,7 @@ def test_a_tick_shares_its_reads_across_pages_and_modules(
     assert len({r.server_id for r in rows if r is not None}) == 25
     assert sorted(r.module for r in rows if r is not None).count("dci-fra") == 5
     lists = [r for r in fake.state.requests[since:] if r.route == "servers.list"]
-    assert len(lists) == 3
+    assert len(lists) == 4
     got = routes(fake, since)
     assert got["servers.configurations"] == 1
     assert got["users.create"] == got["servers.install_os"] == 25

@@ -11,8 +11,7 @@ and the owner read-back before the install still catches anyone outside the libr
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any, TypeVar
 
 import attrs
@@ -26,61 +25,63 @@ T = TypeVar("T")
 
 @attrs.frozen
 class FreePage:
-    """One page of free servers, and who holds a reservation of any of them."""
+    """The first free servers as of one read, and who holds a reservation of any of
+    them."""
 
     servers: list[Server]
-    #: server id → the service that has it reserved, read from the store with the page
+    #: server id → the service that has it reserved, read from the store with the servers
     holders: Mapping[int, str]
+    #: the read found fewer servers than it asked for: there are no more
+    complete: bool
 
 
 class FreeServers:
-    """The pages of one listing of free servers, read lazily and kept.
+    """The first free servers of one listing, read lazily and kept.
+
+    The first ``k`` pages are read in one request for ``k * page_size`` servers, which
+    replaces what was read before: a list read page by page by offset shifts as servers
+    get their owners, so a page read later at its offset would skip the servers that
+    moved into the pages before it (near the end of an inventory, the only free ones).
 
     DCImanager shows a server free until its owner is set, which happens only after the
-    store has its reservation; each page therefore comes with the reservations of its
+    store has its reservation; each read therefore comes with the reservations of its
     servers, read right after it, so a claim skips the ones other workers (or other
     ticks) have taken already instead of having its reservation refused.
 
     Args:
-        listing: makes the server iterator (the client's paged ``servers.list``).
-        page_size: servers per page (the listing's own page size).
+        listing: reads the first ``n`` free servers (one ``servers.list`` request).
+        page_size: servers per page.
         holders: the reservations of the given server ids
             (:meth:`StatusStore.server_claims <dci6bridge.stores.base.StatusStore.server_claims>`).
     """
 
     def __init__(
         self,
-        listing: Callable[[], Iterator[Server]],
+        listing: Callable[[int], list[Server]],
         page_size: int,
         holders: Callable[[list[int]], Mapping[int, str]],
     ) -> None:
         self._listing = listing
         self._page_size = page_size
         self._holders = holders
-        self._servers: Iterator[Server] | None = None
-        self._pages: list[FreePage] = []
+        self._last: FreePage | None = None
+        self._asked = 0
 
-    def page(
-        self, index: int, call: Callable[[Callable[[], list[Server]]], list[Server]]
+    def first(
+        self, pages: int, call: Callable[[Callable[[], list[Server]]], list[Server]]
     ) -> FreePage:
-        """Page ``index`` (from 0); a page not read yet is read through ``call`` (which
-        wraps the remote read, as :meth:`StepContext.call` does)."""
-        while len(self._pages) <= index:
-            try:
-                got = call(self._next_page)
-            except BaseException:
-                # a generator that raised is finished: the next reader starts over
-                self._servers = None
-                self._pages.clear()
-                raise
+        """The first ``pages`` pages of free servers: those of the latest read when it
+        covers them (or found all there were), else read now through ``call``, which
+        wraps the remote read as :meth:`StepContext.call` does. A read that raises
+        leaves the one before it in place."""
+        wanted = pages * self._page_size
+        last = self._last
+        if last is None or (self._asked < wanted and not last.complete):
+            got = call(lambda: self._listing(wanted))
             held = self._holders([s.id for s in got]) if got else {}
-            self._pages.append(FreePage(got, held))
-        return self._pages[index]
-
-    def _next_page(self) -> list[Server]:
-        if self._servers is None:
-            self._servers = self._listing()
-        return list(itertools.islice(self._servers, self._page_size))
+            last = self._last = FreePage(got, held, complete=len(got) < wanted)
+            self._asked = wanted
+        return FreePage(last.servers[:wanted], last.holders, last.complete)
 
 
 class TickReads:

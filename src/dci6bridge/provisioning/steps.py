@@ -760,43 +760,50 @@ def _claiming_server(ctx: StepContext) -> Outcome:
     free = ctx.shared(
         ("servers.list", module.url, cfg, location),
         lambda: FreeServers(
-            lambda: client.servers.list(where=where, page_size=CLAIM_PAGE),
+            lambda n: list(client.servers.list(where=where, page_size=n, limit=n)),
             CLAIM_PAGE,
             ctx.store.server_claims,
         ),
     )
     sid = ctx.service_id
     reserved_by_others = 0
-    for index in range(MAX_CLAIM_PAGES):
-        page = free.page(index, lambda read: ctx.call("servers.list", read))
-        listed = page.servers
+    for pages in range(1, MAX_CLAIM_PAGES + 1):
+        # the first pages, read together (see FreeServers): those of earlier tries are
+        # looked at again, and skipped if they were taken meanwhile
+        first = free.first(pages, lambda read: ctx.call("servers.list", read))
         # the remote filter covers owner and is_new only; check the rest of the rules here
         fitting = [
-            s for s in listed if s.is_free and s.configuration == cfg and s.location_id == location
+            s
+            for s in first.servers
+            if s.is_free and s.configuration == cfg and s.location_id == location
         ]
-        candidates = [s for s in fitting if page.holders.get(s.id, sid) == sid]
-        reserved_by_others += len(fitting) - len(candidates)
+        # not one another service holds, nor one a service of this tick is about to
+        # reserve (or was refused)
+        candidates = [
+            s
+            for s in fitting
+            if first.holders.get(s.id, sid) == sid and s.id not in ctx.reads.reserving
+        ]
+        reserved_by_others = len(fitting) - len(candidates)
         ctx.rng.shuffle(candidates)
         for server in candidates:
             claimed = Advance(
                 S.CREATING_USER, patch={"server_id": server.id}, detail={"server_id": server.id}
             )
             if ctx.lockstep:
-                # reserved in the tick's shared write (refused, the step runs again
-                # without lockstep, candidate by candidate); not one another service of
-                # the tick is about to reserve
-                if server.id in ctx.reads.reserving:
-                    reserved_by_others += 1
-                    continue
+                # reserved in the tick's shared write (see Provisioner._reserved for a
+                # refusal)
                 ctx.reads.reserving.add(server.id)
                 return Reserve(server, _user_singleton(ctx), claimed)
             if _reserve(ctx, server.id, singleton=_user_singleton(ctx)):
+                ctx.reads.reserving.add(server.id)
                 ctx.seen[server.id] = server
                 return claimed
+            ctx.reads.reserving.add(server.id)  # held by another service: not again
             reserved_by_others += 1
-        if len(listed) < CLAIM_PAGE:
+        if first.complete:
             break
-        # every server of this page is reserved by another service (in flight, or a
+        # every server read so far is reserved by another service (in flight, or a
         # closed or failed one the reconciler has not swept yet): read on
     else:
         return Retry(
