@@ -49,7 +49,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pg_url", nargs="?", default=os.environ.get("DCI6BRIDGE_PG_URL"))
     parser.add_argument("--workers", type=int, default=3)
-    parser.add_argument("--orders", type=int, default=8)
+    # more orders than one worker's batch (8), so that every worker gets some even when
+    # one of them starts ticking first
+    parser.add_argument("--orders", type=int, default=24)
     args = parser.parse_args()
     if not args.pg_url:
         parser.error("give the PostgreSQL URL as an argument or in DCI6BRIDGE_PG_URL")

@@ -66,4 +66,4 @@ def test_workers_postgres(tmp_path: Path, pg_store_url: str) -> None:
     counts = ast.literal_eval(per_worker.group(1))
     assert set(counts) <= {"worker-1", "worker-2", "worker-3"}
     assert len(counts) >= 2
-    assert out.count(": active, server") == 8
+    assert out.count(": active, server") == 24
