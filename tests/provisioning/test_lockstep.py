@@ -20,7 +20,7 @@ from dci6bridge.provisioning import Provisioner, ServiceState
 from dci6bridge.provisioning._failpoints import FailpointCrash, Failpoints
 from dci6bridge.provisioning.states import TRANSITIONS
 from dci6bridge.stores import MemoryStore, SQLiteStore
-from dci6bridge.stores.base import AdvanceRequest, StatusStore
+from dci6bridge.stores.base import AdvanceRequest, Lease, StatusStore
 from dci6bridge.testing import FakeDCImanager
 from dci6bridge.testing.chaos import check_history
 
@@ -66,6 +66,36 @@ def routes(fake: FakeDCImanager, since: int) -> dict[str, int]:
     counted.pop("os_templates.list", None)  # once per worker, cached
     counted.pop("auth.login", None)
     return dict(counted)
+
+
+def rival_leases(
+    billing: Provisioner, store: StatusStore, new_order: Callable[..., Order], ids: list[str]
+) -> list[Lease]:
+    """Services ``ids`` opened and leased by another worker ("rival"), whose leases keep
+    them out of the tested worker's tick and can hold reservations."""
+    for rid in ids:
+        billing.open(new_order(rid, email=f"{rid}@example.com"))
+    return store.acquire("rival", 600, len(ids))
+
+
+def snatcher(
+    store: StatusStore, rivals: list[Lease]
+) -> tuple[Callable[[Sequence[AdvanceRequest]], None], list[int]]:
+    """A :class:`StoreSpy` hook with which the rivals, one per shared write, reserve the
+    server S0 is about to reserve; and the list of the servers they took."""
+    snatched: list[int] = []
+
+    def snatch(requests: Sequence[AdvanceRequest]) -> None:
+        for r in requests:
+            if (
+                r.lease.service_id == "S0"
+                and r.reserve_server is not None
+                and len(snatched) < len(rivals)
+            ):
+                assert store.reserve_server(rivals[len(snatched)], r.reserve_server)
+                snatched.append(r.reserve_server)
+
+    return snatch, snatched
 
 
 def test_a_tick_writes_its_services_together(
@@ -169,17 +199,9 @@ def test_a_reservation_refused_in_the_shared_write_takes_another_server(
     refused alone (nothing of it written), the other services of the tick go on, and S0
     reserves another server in the tick's next shared write."""
     billing = make_prov()
-    billing.open(new_order("R", email="rival@example.com"))
-    (rival,) = store.acquire("rival", 60, 1)
+    rivals = rival_leases(billing, store, new_order, ["R"])
     sids = open_orders(billing, new_order, 3)
-    snatched: list[int] = []
-
-    def snatch(requests: Sequence[AdvanceRequest]) -> None:
-        for r in requests:
-            if not snatched and r.lease.service_id == "S0" and r.reserve_server is not None:
-                assert store.reserve_server(rival, r.reserve_server)
-                snatched.append(r.reserve_server)
-
+    snatch, snatched = snatcher(store, rivals)
     spy = StoreSpy(store, snatch)
     prov = worker(make_prov, spy)
     # the rival's lease keeps R out of this tick
@@ -216,18 +238,9 @@ def test_a_service_refused_twice_claims_on_its_own(
     """Other workers take S0's candidate in two shared writes in a row: S0 then claims
     on its own (one write per candidate) rather than holding its tick-mates' writes."""
     billing = make_prov()
-    for rid in ("R0", "R1"):
-        billing.open(new_order(rid, email=f"{rid}@example.com"))
-    rivals = store.acquire("rival", 60, 2)
+    rivals = rival_leases(billing, store, new_order, ["R0", "R1"])
     sids = open_orders(billing, new_order, 3)
-    snatched: list[int] = []
-
-    def snatch(requests: Sequence[AdvanceRequest]) -> None:
-        for r in requests:
-            if r.lease.service_id == "S0" and r.reserve_server is not None and len(snatched) < 2:
-                assert store.reserve_server(rivals[len(snatched)], r.reserve_server)
-                snatched.append(r.reserve_server)
-
+    snatch, snatched = snatcher(store, rivals)
     spy = StoreSpy(store, snatch)
     assert worker(make_prov, spy).tick(max_services=8) == 3
     assert len(snatched) == 2
@@ -255,10 +268,7 @@ def test_servers_reserved_elsewhere_are_skipped_before_reserving(
     ) as dci:
         free = [s.id for s in dci.servers.list(where=where, limit=10)]
     assert len(free) == 10
-    rivals = [f"R{i}" for i in range(5)]
-    for rid in rivals:
-        billing.open(new_order(rid, email=f"{rid}@example.com"))
-    leases = store.acquire("rival", 600, 5)
+    leases = rival_leases(billing, store, new_order, [f"R{i}" for i in range(5)])
     for lease, server_id in zip(leases, free[::2], strict=True):
         assert store.reserve_server(lease, server_id)
     sids = open_orders(billing, new_order, 5)

@@ -65,7 +65,6 @@ class FreeServers:
         self._page_size = page_size
         self._holders = holders
         self._last: FreePage | None = None
-        self._asked = 0
 
     def first(
         self, pages: int, call: Callable[[Callable[[], list[Server]]], list[Server]]
@@ -76,11 +75,11 @@ class FreeServers:
         leaves the one before it in place."""
         wanted = pages * self._page_size
         last = self._last
-        if last is None or (self._asked < wanted and not last.complete):
+        # a read that was not complete found as many servers as it asked for
+        if last is None or (len(last.servers) < wanted and not last.complete):
             got = call(lambda: self._listing(wanted))
             held = self._holders([s.id for s in got]) if got else {}
             last = self._last = FreePage(got, held, complete=len(got) < wanted)
-            self._asked = wanted
         return FreePage(last.servers[:wanted], last.holders, last.complete)
 
 

@@ -790,16 +790,15 @@ def _claiming_server(ctx: StepContext) -> Outcome:
             claimed = Advance(
                 S.CREATING_USER, patch={"server_id": server.id}, detail={"server_id": server.id}
             )
+            # taken by this service now, or held by another: no tick-mate tries it again
+            ctx.reads.reserving.add(server.id)
             if ctx.lockstep:
                 # reserved in the tick's shared write (see Provisioner._reserved for a
                 # refusal)
-                ctx.reads.reserving.add(server.id)
                 return Reserve(server, _user_singleton(ctx), claimed)
             if _reserve(ctx, server.id, singleton=_user_singleton(ctx)):
-                ctx.reads.reserving.add(server.id)
                 ctx.seen[server.id] = server
                 return claimed
-            ctx.reads.reserving.add(server.id)  # held by another service: not again
             reserved_by_others += 1
         if first.complete:
             break
