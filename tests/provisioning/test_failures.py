@@ -267,6 +267,29 @@ def test_outsider_takes_the_reserved_server_so_another_is_claimed(
     assert back[1].from_state == "assigning_owner"
 
 
+@pytest.mark.parametrize("orders", [1, 3], ids=["alone", "in-lockstep"])
+def test_a_crashed_attempts_unrecorded_reservation_is_let_go(
+    prov: Provisioner, fake: FakeDCImanager, new_order: NewOrder, drive: Drive, orders: int
+) -> None:
+    # a worker reserved a server for S1 and crashed before recording it: the next claim
+    # is refused (one service, one server), drops that reservation and takes its own
+    for n in range(1, orders + 1):
+        prov.open(new_order(f"S{n}", email=f"c{n}@example.com"))
+    crashed = next(
+        x for x in prov.store.acquire("crashed", 30.0, limit=orders) if x.service_id == "S1"
+    )
+    assert prov.store.reserve_server(crashed, 9999)
+    fake.clock.advance(31.0)
+    drive(prov)
+    claims = prov.store.server_claims()
+    for n in range(1, orders + 1):
+        svc = prov.get(f"S{n}")
+        assert svc.status is ServiceStatus.ACTIVE, svc
+        assert claims[svc.server_id] == f"S{n}"
+    assert 9999 not in claims
+    assert prov.store.server_claims(service_id="S1") == {prov.get("S1").server_id: "S1"}
+
+
 def test_server_taken_twice_becomes_a_task(
     prov: Provisioner, fake: FakeDCImanager, new_order: NewOrder, drive: Drive
 ) -> None:

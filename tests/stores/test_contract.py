@@ -628,6 +628,10 @@ def test_server_claims_of_given_servers(store: StatusStore) -> None:
     assert store.server_claims(iter([7])) == {7: "b"}
     assert store.server_claims([5, 6]) == {}
     assert store.server_claims([]) == {}
+    assert store.server_claims(service_id="b") == {7: "b"}
+    assert store.server_claims(service_id="zz") == {}, "a service that holds nothing"
+    assert store.server_claims([7, 42], service_id="a") == {42: "a"}, "both filters"
+    assert store.server_claims([7], service_id="a") == {}
 
 
 @pytest.mark.parametrize(
@@ -643,6 +647,12 @@ def test_server_claims_of_given_servers(store: StatusStore) -> None:
 def test_server_claims_rejects_bad_ids(store: StatusStore, server_ids: Any, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         store.server_claims(server_ids)
+
+
+@pytest.mark.parametrize("service_id", ["", 42, b"a"])
+def test_server_claims_rejects_bad_service_id(store: StatusStore, service_id: Any) -> None:
+    with pytest.raises(ConfigError, match=r"service_id: "):
+        store.server_claims(service_id=service_id)
 
 
 @pytest.mark.parametrize("server_id", [0, -1, "42", True, None])

@@ -849,8 +849,8 @@ def _reserve(ctx: StepContext, server_id: int, *, singleton: str | None = None) 
     except StaleState:
         # a crashed attempt reserved a server but never recorded it: nothing remote was
         # done with it, so let it go and reserve afresh
-        for sid, holder in ctx.store.server_claims().items():
-            if holder == ctx.service_id and sid != server_id:
+        for sid in ctx.store.server_claims(service_id=ctx.service_id):
+            if sid != server_id:
                 ctx.release_server(sid)
         return ctx.reserve(server_id)
 
@@ -1216,10 +1216,9 @@ def _terminating(ctx: StepContext) -> Outcome:
     done: dict[str, Any] = {}
     if server_id is None:
         # a crash may have left an unrecorded reservation (nothing remote done with it)
-        for sid, holder in ctx.store.server_claims().items():
-            if holder == row.service_id:
-                ctx.release_server(sid)
-                done["released_claim"] = sid
+        for sid in ctx.store.server_claims(service_id=row.service_id):
+            ctx.release_server(sid)
+            done["released_claim"] = sid
     elif (
         row.module is not None
         and ctx.store.server_claims([server_id]).get(server_id) != row.service_id

@@ -582,15 +582,22 @@ class SqlStore(FencedWrites):
                 (server_id, lease.service_id),
             )
 
-    def server_claims(self, server_ids: Iterable[int] | None = None) -> Mapping[int, str]:
+    def server_claims(
+        self, server_ids: Iterable[int] | None = None, *, service_id: str | None = None
+    ) -> Mapping[int, str]:
         """Reservations: server id → service id, ordered by server id; only those of
-        ``server_ids`` when given."""
-        where, params = "", []
+        ``server_ids`` and of ``service_id`` when given."""
+        terms: list[str] = []
+        params: list[Any] = []
         if server_ids is not None:
-            params = rules.check_server_ids(server_ids)
+            params = list(rules.check_server_ids(server_ids))
             if not params:
                 return {}
-            where = f" WHERE server_id IN ({', '.join('?' for _ in params)})"
+            terms.append(f"server_id IN ({', '.join('?' for _ in params)})")
+        if service_id is not None:
+            params.append(rules.check_text(service_id, "service_id"))
+            terms.append("service_id = ?")
+        where = f" WHERE {' AND '.join(terms)}" if terms else ""
         with self._transaction(write=False) as tx:
             rows = tx.execute(
                 f"SELECT server_id, service_id FROM {self._p}server_claims{where} "

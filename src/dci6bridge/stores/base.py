@@ -420,10 +420,13 @@ class StatusStore(Protocol):
         """Drop this service's reservation of ``server_id`` (fenced; no-op if absent)."""
         ...
 
-    def server_claims(self, server_ids: Iterable[int] | None = None) -> Mapping[int, str]:
+    def server_claims(
+        self, server_ids: Iterable[int] | None = None, *, service_id: str | None = None
+    ) -> Mapping[int, str]:
         """Reservations: server id → service id, ordered by server id; only those of
-        ``server_ids`` when given (positive ints; a bad one raises
-        :class:`~dci6bridge.errors.ConfigError` naming it)."""
+        ``server_ids`` (positive ints) and only the one ``service_id`` holds, when given
+        (a service holds at most one, so that lookup reads one row, not the table). A bad
+        argument raises :class:`~dci6bridge.errors.ConfigError` naming it."""
         ...
 
     # ------------------------------------------------------------------ reads

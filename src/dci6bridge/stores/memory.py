@@ -429,15 +429,18 @@ class MemoryStore(FencedWrites):
                     del self._claims[server_id]
                     del self._claim_of[lease.service_id]
 
-    def server_claims(self, server_ids: Iterable[int] | None = None) -> Mapping[int, str]:
+    def server_claims(
+        self, server_ids: Iterable[int] | None = None, *, service_id: str | None = None
+    ) -> Mapping[int, str]:
         """Reservations: server id → service id, ordered by server id; only those of
-        ``server_ids`` when given."""
+        ``server_ids`` and of ``service_id`` when given."""
         wanted = None if server_ids is None else set(rules.check_server_ids(server_ids))
+        holder = None if service_id is None else rules.check_text(service_id, "service_id")
         with self._lock:
             return {
                 server: service
                 for server, service in sorted(self._claims.items())
-                if wanted is None or server in wanted
+                if (wanted is None or server in wanted) and holder in (None, service)
             }
 
     # ------------------------------------------------------------------ reads
