@@ -25,6 +25,9 @@ timed through a proxy), the simulator's share (time inside the in-process transp
 DCImanager's own work), the rest (client library + orchestrator logic), store writes per
 order (``write_count`` of every store object, billing's ``open`` included) and requests
 per order. ``--latency-ms`` adds a real network delay to every request on every side.
+The workers relay every event to a billing callback, as a deployment's do (the event
+relay's store writes count), and every run checks that each order's ``activated``
+event arrived.
 
 **Throughput with 2 and 4 workers** (threads, each with its own store connection and
 ``Provisioner``): orders/s and writes/order. Threads share one interpreter (the
@@ -34,6 +37,7 @@ waits rather than throughput.
     python bench/provision.py                          # SQLite + PostgreSQL
     python bench/provision.py --stores sqlite --orders 300 --rounds 1 --workers 1
     python bench/provision.py --latency-ms 2 --orders 300
+    python bench/provision.py --tick 32 --orders 400 --workers 1
     python bench/provision.py --pg-url postgresql://user@host/db --json out.json
 
 Targets: <= 25 store writes per order; orchestrator overhead <= 25 % over the bare
@@ -63,7 +67,8 @@ import httpx
 # the store benchmark next to this script starts the throwaway PostgreSQL server
 from store_cas import _pg_url as pg_url_or_server
 
-from dci6bridge import Catalog, Client, Order, Provisioner, Q, open_store
+from dci6bridge import Catalog, Client, Event, Order, Provisioner, Q, open_store
+from dci6bridge.provisioning import EventKind
 from dci6bridge.provisioning._failpoints import Failpoints
 from dci6bridge.provisioning.states import IN_FLIGHT
 from dci6bridge.provisioning.steps import CLAIM_PAGE  # the orchestrator's page of free servers
@@ -72,7 +77,7 @@ from dci6bridge.testing import FakeDCImanager
 CONFIGURATION = "E3-1230v6-64Gb-2x480SSD"
 OS_TEMPLATE = "Ubuntu 22.04"
 LOCATION = 1
-#: services per tick of the worker (``Worker``'s default batch)
+#: services per tick of the worker (``Worker``'s default batch; ``--tick``)
 TICK = 8
 
 
@@ -179,13 +184,15 @@ def orders_of(n: int) -> list[Order]:
     ]
 
 
-def run_orchestrator(store_url: str, orders: int, workers: int) -> dict[str, Any]:
-    """Open ``orders`` orders, then provision them with ``workers`` threads."""
+def run_orchestrator(store_url: str, orders: int, workers: int, tick: int = TICK) -> dict[str, Any]:
+    """Open ``orders`` orders, then provision them with ``workers`` threads, each leasing
+    up to ``tick`` services per tick."""
     fake = make_fake(orders)
     catalog = make_catalog(fake)
     sim, store_watch = Stopwatch(), Stopwatch()
     transport = TimedTransport(fake.transport, sim)
     stores: list[Any] = []
+    delivered: list[Event] = []  # billing's callback: the workers relay every event
 
     def provisioner(worker_id: str) -> Provisioner:
         store = open_store(store_url)
@@ -197,6 +204,7 @@ def run_orchestrator(store_url: str, orders: int, workers: int) -> dict[str, Any
             poll_interval=0.0,
             worker_id=worker_id,
             failpoints=Failpoints(),
+            on_event=delivered.append,
         )
 
     opener = provisioner("billing")
@@ -214,7 +222,7 @@ def run_orchestrator(store_url: str, orders: int, workers: int) -> dict[str, Any
     def work(prov: Provisioner) -> None:
         try:
             while not done.is_set():
-                if not prov.tick(max_services=TICK):
+                if not prov.tick(max_services=tick):
                     # idle: the others hold what is left, or everything is done
                     if not prov.store.services(states=_UNFINISHED):
                         done.set()
@@ -245,6 +253,7 @@ def run_orchestrator(store_url: str, orders: int, workers: int) -> dict[str, Any
     active = sum(1 for r in rows if r.state == "active")
     if active != orders:
         raise SystemExit(f"only {active}/{orders} orders became active: {_states(rows)}")
+    check_activations(delivered, orders)
     writes = sum(s.write_count for s in stores)
     requests = len(fake.state.requests)
     for p in [opener, *provs]:
@@ -271,6 +280,13 @@ def run_orchestrator(store_url: str, orders: int, workers: int) -> dict[str, Any
 
 
 _UNFINISHED = sorted(s.value for s in IN_FLIGHT)
+
+
+def check_activations(delivered: list[Event], orders: int) -> None:
+    """Every order's ``activated`` event reached billing's callback (at least once)."""
+    activated = {e.service_id for e in delivered if e.kind == EventKind.ACTIVATED}
+    if len(activated) != orders:
+        raise SystemExit(f"billing heard of {len(activated)}/{orders} activations")
 
 
 def _states(rows: list[Any]) -> dict[str, int]:
@@ -332,15 +348,15 @@ class BareSide:
         if not self.templates:  # once per run, as the orchestrator caches it
             self.templates = {t.name: t.id for t in dci.os_templates.list(location_id=LOCATION)}
         free: list[Any] = []
+        # as many pages as a tick's services may need, in one request, as a tick reads them
+        want = CLAIM_PAGE * -(-self.batch // CLAIM_PAGE)
         for n, order in enumerate(orders):
             if n % self.batch == 0 or not free:
                 # the free counts and one page of free servers, once per batch (as a tick
                 # of the orchestrator shares them)
                 counts = dci.servers.configurations()
                 assert any(c.configuration == CONFIGURATION and c.free_server_count for c in counts)
-                free = list(
-                    dci.servers.list(where=self.where, page_size=CLAIM_PAGE, limit=CLAIM_PAGE)
-                )
+                free = list(dci.servers.list(where=self.where, page_size=want, limit=want))
             server = free.pop(0)
             user = dci.users.find(order.customer_email)
             if user is None:
@@ -372,7 +388,8 @@ class OrchestratorSide:
     """One worker provisioning chunk after chunk against its own simulator and store;
     billing's ``open`` of a chunk happens before its clock starts."""
 
-    def __init__(self, store_url: str, total: int, latency: float = 0.0) -> None:
+    def __init__(self, store_url: str, total: int, latency: float = 0.0, tick: int = TICK) -> None:
+        self.tick = tick
         self.fake = make_fake(total)
         self.sim, self.store_watch = Stopwatch(), Stopwatch()
         self.store = open_store(store_url)
@@ -380,6 +397,9 @@ class OrchestratorSide:
         self.billing = Provisioner(
             catalog, self.store, transport=self.fake.transport, failpoints=Failpoints()
         )
+        #: billing's callback: the worker relays the events as part of its work
+        self.delivered: list[Event] = []
+        self.opened = 0
         self.worker = Provisioner(
             catalog,
             TimedStore(self.store, self.store_watch),  # type: ignore[arg-type]
@@ -387,6 +407,7 @@ class OrchestratorSide:
             poll_interval=0.0,
             worker_id="w0",
             failpoints=Failpoints(),
+            on_event=self.delivered.append,
         )
 
     def run(self, orders: list[Order]) -> Sample:
@@ -395,18 +416,21 @@ class OrchestratorSide:
         sim_before, store_before = self.sim.seconds, self.store_watch.seconds
         start, cpu_start = time.perf_counter(), time.thread_time()
         while True:
-            if self.worker.tick(max_services=TICK):
+            if self.worker.tick(max_services=self.tick):
                 continue
             if not self.worker.store.services(states=_UNFINISHED):
                 break
             time.sleep(0.001)  # a backoff is running: wait for it
-        return Sample(
+        sample = Sample(
             wall=time.perf_counter() - start,
             cpu=time.thread_time() - cpu_start,
             sim=self.sim.seconds - sim_before,
             store=self.store_watch.seconds - store_before,
             orders=len(orders),
         )
+        self.opened += len(orders)
+        check_activations(self.delivered, self.opened)
+        return sample
 
     def close(self) -> None:
         for prov in (self.billing, self.worker):
@@ -420,16 +444,17 @@ def compare(
     total: int,
     chunk: int,
     latency: float = 0.0,
+    tick: int = TICK,
 ) -> dict[str, Any]:
     """Bare calls and each store's orchestrator, alternating every ``chunk`` orders (in
     ABBA order), so slow and fast moments of a shared machine hit every side alike."""
     bares = {
         "bare": BareSide(total, latency=latency),
         "bare+check": BareSide(total, check_owner=True, latency=latency),
-        "same calls": BareSide(total, check_owner=True, batch=TICK, latency=latency),
+        "same calls": BareSide(total, check_owner=True, batch=tick, latency=latency),
     }
     sides: dict[str, Any] = {**bares}
-    sides.update({kind: OrchestratorSide(urls[kind](1), total, latency) for kind in kinds})
+    sides.update({kind: OrchestratorSide(urls[kind](1), total, latency, tick) for kind in kinds})
     names = list(sides)
     totals = {name: Sample() for name in names}
     ratios: dict[str, list[float]] = collections.defaultdict(list)
@@ -493,13 +518,23 @@ def main(argv: list[str] | None = None) -> int:
         help="network latency added to every DCImanager request on every side (the "
         "default 0 is the in-process simulator alone)",
     )
+    parser.add_argument(
+        "--tick",
+        type=int,
+        default=TICK,
+        help="services a worker leases per tick (Worker's batch; the same-calls baseline "
+        "shares its reads over as many orders)",
+    )
     parser.add_argument("--pg-url", default=os.environ.get("DCI6BRIDGE_TEST_PG_URL"))
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
+    if args.tick < 1:
+        parser.error(f"--tick: must be at least 1, got {args.tick}")
     workers = [int(w) for w in args.workers.split(",")]
     kinds = [k.strip() for k in args.stores.split(",") if k.strip()]
     results: dict[str, Any] = {
         "orders": args.orders,
+        "tick": args.tick,
         "rounds": [],
         "runs": [],
         "python": sys.version,
@@ -526,8 +561,9 @@ def main(argv: list[str] | None = None) -> int:
 
         print(
             f"{args.orders} orders, in-process simulator, instant installs, "
-            f"{args.latency_ms:g} ms latency per request; the bare calls and 1 worker per "
-            f"store take turns every {args.chunk} orders; {args.rounds} round(s)"
+            f"{args.latency_ms:g} ms latency per request; ticks of {args.tick} services; the "
+            f"bare calls and 1 worker per store take turns every {args.chunk} orders; "
+            f"{args.rounds} round(s)"
         )
         print(
             f"{'round':<7}{'run':<12}{'ms/order':>10}{'cpu ms':>9}{'store ms':>10}"
@@ -539,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
             kind: {base: {"wall": [], "cpu": []} for base in bases} for kind in kinds
         }
         for round_no in range(1, args.rounds + 1):
-            got = compare(kinds, urls, args.orders, args.chunk, args.latency_ms / 1000)
+            got = compare(kinds, urls, args.orders, args.chunk, args.latency_ms / 1000, args.tick)
             results["rounds"].append(_jsonable(got))
             ms = 1000 / args.orders
             for name, t in got["totals"].items():
@@ -569,7 +605,7 @@ def main(argv: list[str] | None = None) -> int:
             "bare: the 7 calls an order needs at the least, one order at a time; bare+check: "
             "the same plus the read of the server after the owner assignment (dci6-api.md "
             f"§7), 8 calls; same calls: bare+check with the free counts and the page of free "
-            f"servers read once per {TICK} orders, as a tick of the worker shares them: the "
+            f"servers read once per {args.tick} orders, as a tick of the worker shares them: the "
             "orchestrator's own calls"
         )
         for kind in kinds:
@@ -597,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             for kind in kinds:
                 for n in multi:
-                    r = run_orchestrator(urls[kind](n), args.orders, n)
+                    r = run_orchestrator(urls[kind](n), args.orders, n, args.tick)
                     r["store"] = kind
                     results["runs"].append(r)
                     print(
