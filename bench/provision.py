@@ -352,8 +352,8 @@ class BareSide:
         want = CLAIM_PAGE * -(-self.batch // CLAIM_PAGE)
         for n, order in enumerate(orders):
             if n % self.batch == 0 or not free:
-                # the free counts and one page of free servers, once per batch (as a tick
-                # of the orchestrator shares them)
+                # the free counts and the free servers, once per batch (as a tick of the
+                # orchestrator shares them)
                 counts = dci.servers.configurations()
                 assert any(c.configuration == CONFIGURATION and c.free_server_count for c in counts)
                 free = list(dci.servers.list(where=self.where, page_size=want, limit=want))
