@@ -22,6 +22,7 @@ from dci6bridge.stores import (
     AdvanceRequest,
     Lease,
     Move,
+    NewOutbox,
     PostgresStore,
     open_store,
 )
@@ -420,3 +421,51 @@ def test_acquire_on_the_database_clock_takes_one_round_trip(
     writes = pg.write_count
     assert trips(pg, lambda: pg.acquire("v", 30, limit=5)) == (1, [])
     assert pg.write_count == writes
+
+
+# ---------------------------------------------------------------------------- outbox
+
+
+def test_the_event_relay_claims_and_acks_in_one_round_trip_each(
+    pg: PostgresStore, raw: psycopg.Connection[Any]
+) -> None:
+    """Claim and ack read the clock inside their statement, which commits on its own:
+    one round trip and one counted write each, the same answers as the shared path."""
+    leases = leased(pg, "a", "b")
+    for sid in ("a", "b"):
+        pg.advance(
+            leases[sid],
+            moves=[Move("active", outbox=[NewOutbox("activated", {"n": sid})])],
+            expected_state="pending",
+            expected_version=0,
+        )
+    writes = pg.write_count
+    (db_now,) = raw.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
+    n, got = trips(pg, lambda: pg.claim_outbox("w", 30, limit=10))
+    assert n == 1
+    assert pg.write_count == writes + 1
+    assert [(m.service_id, m.kind, m.payload) for m in got] == [
+        ("a", "activated", {"n": "a"}),
+        ("b", "activated", {"n": "b"}),
+    ]
+    leased_until = raw.execute("SELECT lease_owner, lease_until FROM outbox").fetchall()
+    for owner, until in leased_until:
+        assert owner == "w"
+        assert db_now + 30 <= until < db_now + 30 + 5
+    # claimed: nobody else gets them, and an empty claim writes nothing
+    writes = pg.write_count
+    assert trips(pg, lambda: pg.claim_outbox("v", 30, limit=10)) == (1, [])
+    assert pg.write_count == writes
+    n, _ = trips(pg, lambda: pg.ack_outbox([got[0].id, 10_000]))
+    assert n == 1
+    assert pg.write_count == writes + 1
+    rows = raw.execute("SELECT id, delivered_at, lease_owner FROM outbox ORDER BY id").fetchall()
+    (first_id, delivered, owner), (_, not_yet, still) = rows
+    assert first_id == got[0].id
+    assert delivered is not None
+    assert delivered >= db_now
+    assert owner is None
+    assert (not_yet, still) == (None, "w")
+    # acked again: nothing changes, nothing is counted
+    assert trips(pg, lambda: pg.ack_outbox([got[0].id])) == (1, None)
+    assert pg.write_count == writes + 1

@@ -705,9 +705,14 @@ class SqlStore(FencedWrites):
     def claim_outbox(self, worker_id: str, ttl_s: float, limit: int = 100) -> list[OutboxMsg]:
         """Lease undelivered events, oldest first; see :meth:`StatusStore.claim_outbox`."""
         ttl = rules.check_claim(worker_id, ttl_s, limit)
+        rows = self._outbox_rows(worker_id, ttl, limit)
+        return sorted(map(outbox_from_row, rows), key=lambda m: m.id)
+
+    def _outbox_rows(self, worker_id: str, ttl: float, limit: int) -> list[dict[str, Any]]:
+        """Backend hook: lease up to ``limit`` due events to ``worker_id``; their rows."""
         with self._transaction(write=True) as tx:
             now = tx.now()
-            rows = self._claim(
+            return self._claim(
                 tx,
                 Claim(
                     table=f"{self._p}outbox",
@@ -721,13 +726,15 @@ class SqlStore(FencedWrites):
                     limit=limit,
                 ),
             )
-        return sorted(map(outbox_from_row, rows), key=lambda m: m.id)
 
     def ack_outbox(self, ids: Sequence[int]) -> None:
         """Mark events delivered (unknown or already delivered ids are ignored)."""
         wanted = [int(i) for i in ids]
-        if not wanted:
-            return
+        if wanted:
+            self._ack(wanted)
+
+    def _ack(self, wanted: list[int]) -> None:
+        """Backend hook: mark the events ``wanted`` delivered, now."""
         with self._transaction(write=True) as tx:
             now = tx.now()
             for chunk in _chunks(wanted, _ACK_CHUNK):
