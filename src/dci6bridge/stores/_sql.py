@@ -70,7 +70,8 @@ _HISTORY_COLUMNS = (
     "detail_json",
 )
 _OUTBOX_COLUMNS = ("service_id", "version", "kind", "payload_json", "attempts", "available_at")
-_ACK_CHUNK = 500
+#: event ids acknowledged by one statement
+ACK_CHUNK = 500
 # Rows one prune transaction deletes at most: a short lock, a bounded RETURNING list.
 _PRUNE_BATCH = 1000
 
@@ -737,7 +738,7 @@ class SqlStore(FencedWrites):
         """Backend hook: mark the events ``wanted`` delivered, now."""
         with self._transaction(write=True) as tx:
             now = tx.now()
-            for chunk in _chunks(wanted, _ACK_CHUNK):
+            for chunk in _chunks(wanted, ACK_CHUNK):
                 marks = ", ".join("?" for _ in chunk)
                 tx.execute(
                     f"UPDATE {self._p}outbox SET delivered_at = ?, lease_owner = NULL, "

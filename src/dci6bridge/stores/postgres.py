@@ -51,7 +51,7 @@ from . import _rules as rules
 from ._codec import service_from_row
 from ._connections import PerThread
 from ._schema import migrate
-from ._sql import Claim, SingletonTake, SqlStore, Take, Tx
+from ._sql import ACK_CHUNK, Claim, SingletonTake, SqlStore, Take, Tx
 from ._url import redact_url
 from .base import AdvanceOutcome, Lease, StoredService
 
@@ -60,8 +60,6 @@ __all__ = ["PostgresStore"]
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _NOW_EXPR = "extract(epoch FROM clock_timestamp())::float8"
 _DB_NOW = f"SELECT {_NOW_EXPR} AS now"
-#: events acknowledged by one autocommitted statement (more take the shared path)
-_ACK_AT_ONCE = 500
 _LOCKED_AT = "dci6bridge_locked_at"
 _WRITES = ("INSERT", "UPDATE", "DELETE")
 # Explicit, whatever default_transaction_isolation the server has: REPEATABLE READ claims
@@ -775,49 +773,57 @@ class PostgresStore(SqlStore):
     def _lease_rows(self, worker_id: str, ttl: float, limit: int) -> list[dict[str, Any]]:
         if self._clock is not None:
             return super()._lease_rows(worker_id, ttl, limit)
-        # One statement, one round trip, where the shared path takes three (BEGIN with
-        # the clock read, the claim, COMMIT): the clock is read inside the statement,
-        # which commits on its own (the connection is in autocommit between our
-        # transactions), and the worker's every tick starts with it.
-        p = self._p
-        sql = (
-            f"WITH t AS MATERIALIZED (SELECT {_NOW_EXPR} AS now), "
-            f"c AS (SELECT s.service_id FROM {p}services s, t WHERE s.runnable = true "
-            "AND s.not_before <= t.now AND (s.lease_owner IS NULL OR s.lease_until <= t.now) "
-            "ORDER BY s.not_before, s.service_id LIMIT ? FOR UPDATE OF s SKIP LOCKED) "
-            f"UPDATE {p}services SET lease_owner = ?, lease_epoch = lease_epoch + 1, "
-            f"lease_until = t.now + ? FROM c, t WHERE {p}services.service_id = c.service_id "
-            f"RETURNING {p}services.*"
+        return self._claim_now(
+            "services",
+            key="service_id",
+            where="r.runnable = true AND r.not_before <= t.now "
+            "AND (r.lease_owner IS NULL OR r.lease_until <= t.now)",
+            order="r.not_before, r.service_id",
+            assign="lease_owner = ?, lease_epoch = lease_epoch + 1, lease_until = t.now + ?",
+            params=[limit, worker_id, ttl],
         )
-        with self._transaction(write=False) as tx:
-            rows = tx.execute(sql, [limit, worker_id, ttl])
-        self._counted(bool(rows))
-        return rows
 
     def _outbox_rows(self, worker_id: str, ttl: float, limit: int) -> list[dict[str, Any]]:
         if self._clock is not None:
             return super()._outbox_rows(worker_id, ttl, limit)
-        # One round trip where the shared path takes three, as for ``_lease_rows``: the
-        # relay runs at the end of every tick.
-        p = self._p
+        return self._claim_now(
+            "outbox",
+            key="id",
+            where="r.delivered_at IS NULL AND r.available_at <= t.now "
+            "AND (r.lease_until IS NULL OR r.lease_until <= t.now)",
+            order="r.id",
+            assign="lease_owner = ?, lease_until = t.now + ?",
+            params=[limit, worker_id, ttl],
+        )
+
+    def _claim_now(
+        self, table: str, *, key: str, where: str, order: str, assign: str, params: list[Any]
+    ) -> list[dict[str, Any]]:
+        """Claim rows (``r``, matching ``where``, the first ``LIMIT ?`` by ``order``, those
+        locked by others skipped) and ``assign`` to them, the database clock being
+        ``t.now``; ``params``: the limit's, then the assignment's. One statement, one round
+        trip where a transaction takes three (BEGIN with the clock read, the claim,
+        COMMIT): the clock is read inside it, and it commits on its own (the connection is
+        in autocommit between our transactions). A worker's every tick starts with one
+        (``acquire``) and ends with another (the event relay's ``claim_outbox``)."""
+        t = f"{self._p}{table}"
         sql = (
             f"WITH t AS MATERIALIZED (SELECT {_NOW_EXPR} AS now), "
-            f"c AS (SELECT o.id FROM {p}outbox o, t WHERE o.delivered_at IS NULL "
-            "AND o.available_at <= t.now AND (o.lease_until IS NULL OR o.lease_until <= t.now) "
-            "ORDER BY o.id LIMIT ? FOR UPDATE OF o SKIP LOCKED) "
-            f"UPDATE {p}outbox SET lease_owner = ?, lease_until = t.now + ? FROM c, t "
-            f"WHERE {p}outbox.id = c.id RETURNING {p}outbox.*"
+            f"c AS (SELECT r.{key} FROM {t} r, t WHERE {where} "
+            f"ORDER BY {order} LIMIT ? FOR UPDATE OF r SKIP LOCKED) "
+            f"UPDATE {t} SET {assign} FROM c, t WHERE {t}.{key} = c.{key} RETURNING {t}.*"
         )
         with self._transaction(write=False) as tx:
-            rows = tx.execute(sql, [limit, worker_id, ttl])
+            rows = tx.execute(sql, params)
         self._counted(bool(rows))
         return rows
 
     def _ack(self, wanted: list[int]) -> None:
-        if self._clock is not None or len(wanted) > _ACK_AT_ONCE:
+        if self._clock is not None or len(wanted) > ACK_CHUNK:
             super()._ack(wanted)
             return
         # one statement on the database clock, committing on its own: one round trip
+        # (more ids than one statement takes go in chunks in one transaction)
         marks = ", ".join("?" for _ in wanted)
         with self._transaction(write=False) as tx:
             tx.execute(
