@@ -8,27 +8,12 @@ activation delivered to billing)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
+RunScript = Callable[..., str]  # the run_script fixture (conftest.py)
+
 BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-def _run(script: str, *args: str, cwd: Path, timeout: float = 180) -> str:
-    result = subprocess.run(
-        [sys.executable, str(BENCH / script), *args],
-        cwd=cwd,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert result.returncode == 0, f"{script} failed:\n{result.stdout}\n{result.stderr}"
-    assert "Traceback" not in result.stderr
-    return result.stdout
 
 
 def test_every_benchmark_is_run_here() -> None:
@@ -42,13 +27,12 @@ def test_every_benchmark_is_run_here() -> None:
     }
 
 
-def test_provision(tmp_path: Path, pg_url: str) -> None:
+def test_provision(run_script: RunScript, tmp_path: Path, pg_url: str) -> None:
     figures = tmp_path / "figures.json"
-    out = _run(
-        "provision.py",
+    out = run_script(
+        BENCH / "provision.py",
         *("--orders", "20", "--rounds", "1", "--chunk", "10", "--workers", "1,2"),
         *("--tick", "4", "--pg-url", pg_url, "--json", str(figures)),
-        cwd=tmp_path,
     )
     assert "ticks of 4 services" in out
     got = json.loads(figures.read_text())
@@ -68,30 +52,28 @@ def test_provision(tmp_path: Path, pg_url: str) -> None:
         assert run["orders_per_s"] > 0
 
 
-def test_store_advance(tmp_path: Path, pg_url: str) -> None:
-    out = _run(
-        "store_advance.py",
+def test_store_advance(run_script: RunScript, pg_url: str) -> None:
+    out = run_script(
+        BENCH / "store_advance.py",
         *("--services", "16", "--batch", "4", "--rounds", "1", "--pg-url", pg_url),
-        cwd=tmp_path,
     )
     for store in ("memory", "sqlite", "postgresql"):
         assert any(line.startswith(store) for line in out.splitlines()), out
 
 
-def test_store_cas(tmp_path: Path) -> None:
-    out = _run(
-        "store_cas.py",
+def test_store_cas(run_script: RunScript) -> None:
+    out = run_script(
+        BENCH / "store_cas.py",
         *("--backend", "sqlite", "--procs", "1", "--seconds", "0.2", "--jobs", "20"),
-        cwd=tmp_path,
     )
     assert any(line.split()[:2] == ["sqlite", "1"] for line in out.splitlines()), out
 
 
-def test_client_overhead(tmp_path: Path) -> None:
-    out = _run("client_overhead.py", "--requests", "20", "--rounds", "2", cwd=tmp_path)
+def test_client_overhead(run_script: RunScript) -> None:
+    out = run_script(BENCH / "client_overhead.py", "--requests", "20", "--rounds", "2")
     assert "ratio Client / raw get" in out
 
 
-def test_parse_servers(tmp_path: Path) -> None:
-    out = _run("parse_servers.py", "--servers", "100", "--repeat", "2", cwd=tmp_path)
+def test_parse_servers(run_script: RunScript) -> None:
+    out = run_script(BENCH / "parse_servers.py", "--servers", "100", "--repeat", "2")
     assert "ratio full / json.loads" in out

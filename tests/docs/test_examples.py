@@ -3,31 +3,15 @@
 from __future__ import annotations
 
 import ast
-import os
 import re
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+RunScript = Callable[..., str]  # the run_script fixture (conftest.py)
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-def _run(script: str, *args: str, cwd: Path, timeout: float = 120) -> str:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / script), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert result.returncode == 0, f"{script} failed:\n{result.stdout}\n{result.stderr}"
-    assert "Traceback" not in result.stderr
-    return result.stdout
 
 
 def test_every_example_is_tested() -> None:
@@ -40,25 +24,25 @@ def test_every_example_is_tested() -> None:
     }
 
 
-def test_client_quickstart(tmp_path: Path) -> None:
-    out = _run("client_quickstart.py", cwd=tmp_path)
+def test_client_quickstart(run_script: RunScript) -> None:
+    out = run_script(EXAMPLES / "client_quickstart.py")
     assert "free servers" in out
 
 
-def test_provision_sqlite(tmp_path: Path) -> None:
-    out = _run("provision_sqlite.py", cwd=tmp_path)
+def test_provision_sqlite(run_script: RunScript, tmp_path: Path) -> None:
+    out = run_script(EXAMPLES / "provision_sqlite.py")
     assert "active" in out
     assert (tmp_path / "dci6bridge-example.db").exists()
 
 
-def test_task_queue(tmp_path: Path) -> None:
-    out = _run("task_queue.py", cwd=tmp_path)
+def test_task_queue(run_script: RunScript) -> None:
+    out = run_script(EXAMPLES / "task_queue.py")
     assert "active" in out
 
 
 @pytest.mark.postgres
-def test_workers_postgres(tmp_path: Path, pg_store_url: str) -> None:
-    out = _run("workers_postgres.py", pg_store_url, "--workers", "3", cwd=tmp_path, timeout=180)
+def test_workers_postgres(run_script: RunScript, pg_store_url: str) -> None:
+    out = run_script(EXAMPLES / "workers_postgres.py", pg_store_url, "--workers", "3", timeout=180)
     assert "workers stopped with exit codes [0, 0, 0]" in out
     per_worker = re.search(r"state changes per worker: (\{.*\})", out)
     assert per_worker is not None
