@@ -18,8 +18,8 @@ import pytest
 
 from dci6bridge.errors import ConfigError
 
-#: Seeds run on every CI run (0.3-0.5 s each on one core).
-CI_SEEDS = 160
+#: Seeds run on every CI run (0.3-0.5 s each on one core: about 75 s over 2 processes).
+CI_SEEDS = 480
 
 
 def _env_int(name: str, default: int | None) -> int | None:
