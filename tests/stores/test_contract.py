@@ -739,6 +739,20 @@ def test_outbox_ack_and_retry(store: StatusStore, clock: FakeClock) -> None:
     assert store.claim_outbox("relay", 30) == []
 
 
+def test_outbox_ack_of_more_ids_than_one_statement_takes(
+    store: StatusStore, clock: FakeClock
+) -> None:
+    _three_events(store)
+    msgs = store.claim_outbox("relay", 30)
+    writes = store.write_count
+    # unknown ids pad the list past one statement's chunk (500): one transaction still
+    store.ack_outbox([msgs[0].id, *range(10_000, 10_700), msgs[2].id])
+    assert store.write_count == writes + 1
+    clock.advance(30)
+    [left] = store.claim_outbox("relay", 30)
+    assert left.id == msgs[1].id
+
+
 # ---------------------------------------------------------------------------- singletons
 
 

@@ -3,7 +3,8 @@
 Every write runs as one transaction that first locks the service row (SQLite: the whole
 database through ``BEGIN IMMEDIATE``; PostgreSQL: ``SELECT … FOR UPDATE``), then applies
 the shared rules of :mod:`dci6bridge.stores._rules` and writes the result. A backend only
-supplies the transaction, its placeholders and the queue claim (:meth:`SqlStore._claim_sql`).
+supplies the transaction, its placeholders and the queue claim (:meth:`SqlStore._claim_sql`),
+and may read its own clock inside the one-statement writes (:meth:`SqlStore._write_now`).
 SQL here uses ``?`` placeholders and the table prefix ``self._p``.
 """
 
@@ -72,6 +73,8 @@ _HISTORY_COLUMNS = (
 _OUTBOX_COLUMNS = ("service_id", "version", "kind", "payload_json", "attempts", "available_at")
 #: event ids acknowledged by one statement
 ACK_CHUNK = 500
+#: how a statement for :meth:`SqlStore._write_now` writes the transaction's clock
+NOW = "{now}"
 # Rows one prune transaction deletes at most: a short lock, a bounded RETURNING list.
 _PRUNE_BATCH = 1000
 
@@ -92,14 +95,14 @@ class Tx(Protocol):
 class Claim:
     """Lock up to ``limit`` rows of ``table`` matching ``where`` in ``order``, apply
     ``assign`` (a SET list) to them and return them updated. Rows another transaction
-    holds are skipped, never waited for."""
+    holds are skipped, never waited for. ``where`` and ``assign`` write the clock as
+    :data:`NOW` (the statement runs through :meth:`SqlStore._write_now`)."""
 
     table: str
     key: str
     assign: str
     assign_params: Sequence[Any]
     where: str
-    where_params: Sequence[Any]
     order: str
     limit: int
 
@@ -222,9 +225,13 @@ class SqlStore(FencedWrites):
         for sql, params in statements:
             tx.execute(sql, params)
 
-    def _claim(self, tx: Tx, claim: Claim) -> list[dict[str, Any]]:
-        sql, params = self._claim_sql(claim)
-        return tx.execute(sql, params)
+    def _write_now(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+        """Run one write statement that reads the clock (written :data:`NOW` in ``sql``;
+        ``params`` are those of its ``?`` placeholders) in a transaction of its own; its
+        rows. Here the transaction's clock is bound where ``NOW`` stands; a backend may
+        read its own clock inside the statement instead."""
+        with self._transaction(write=True) as tx:
+            return tx.execute(*with_clock(sql, params, tx.now()))
 
     def _remember_arguments(self, *args: Any, **kwargs: Any) -> None:
         self._reopen_with = (args, kwargs)
@@ -378,28 +385,23 @@ class SqlStore(FencedWrites):
     def acquire(self, worker_id: str, ttl_s: float, limit: int = 1) -> list[Lease]:
         """Lease runnable services; see :meth:`StatusStore.acquire`."""
         ttl = rules.check_claim(worker_id, ttl_s, limit)
-        rows = self._lease_rows(worker_id, ttl, limit)
-        taken = sorted(map(service_from_row, rows), key=lambda s: (s.not_before, s.service_id))
-        return [rules.lease_of(s) for s in taken]
-
-    def _lease_rows(self, worker_id: str, ttl: float, limit: int) -> list[dict[str, Any]]:
-        """Lease up to ``limit`` runnable services; their rows, leased."""
-        with self._transaction(write=True) as tx:
-            now = tx.now()
-            return self._claim(
-                tx,
+        rows = self._write_now(
+            *self._claim_sql(
                 Claim(
                     table=f"{self._p}services",
                     key="service_id",
-                    assign="lease_owner = ?, lease_epoch = lease_epoch + 1, lease_until = ?",
-                    assign_params=(worker_id, now + ttl),
-                    where=f"runnable = {self._true} AND not_before <= ? "
-                    "AND (lease_owner IS NULL OR lease_until <= ?)",
-                    where_params=(now, now),
+                    assign="lease_owner = ?, lease_epoch = lease_epoch + 1, "
+                    f"lease_until = {NOW} + ?",
+                    assign_params=(worker_id, ttl),
+                    where=f"runnable = {self._true} AND not_before <= {NOW} "
+                    f"AND (lease_owner IS NULL OR lease_until <= {NOW})",
                     order="not_before, service_id",
                     limit=limit,
-                ),
+                )
             )
+        )
+        taken = sorted(map(service_from_row, rows), key=lambda s: (s.not_before, s.service_id))
+        return [rules.lease_of(s) for s in taken]
 
     def renew(self, lease: Lease, ttl_s: float) -> Lease:
         """Extend a live lease; see :meth:`StatusStore.renew`."""
@@ -706,45 +708,41 @@ class SqlStore(FencedWrites):
     def claim_outbox(self, worker_id: str, ttl_s: float, limit: int = 100) -> list[OutboxMsg]:
         """Lease undelivered events, oldest first; see :meth:`StatusStore.claim_outbox`."""
         ttl = rules.check_claim(worker_id, ttl_s, limit)
-        rows = self._outbox_rows(worker_id, ttl, limit)
-        return sorted(map(outbox_from_row, rows), key=lambda m: m.id)
-
-    def _outbox_rows(self, worker_id: str, ttl: float, limit: int) -> list[dict[str, Any]]:
-        """Backend hook: lease up to ``limit`` due events to ``worker_id``; their rows."""
-        with self._transaction(write=True) as tx:
-            now = tx.now()
-            return self._claim(
-                tx,
+        rows = self._write_now(
+            *self._claim_sql(
                 Claim(
                     table=f"{self._p}outbox",
                     key="id",
-                    assign="lease_owner = ?, lease_until = ?",
-                    assign_params=(worker_id, now + ttl),
-                    where="delivered_at IS NULL AND available_at <= ? "
-                    "AND (lease_until IS NULL OR lease_until <= ?)",
-                    where_params=(now, now),
+                    assign=f"lease_owner = ?, lease_until = {NOW} + ?",
+                    assign_params=(worker_id, ttl),
+                    where=f"delivered_at IS NULL AND available_at <= {NOW} "
+                    f"AND (lease_until IS NULL OR lease_until <= {NOW})",
                     order="id",
                     limit=limit,
-                ),
+                )
             )
+        )
+        return sorted(map(outbox_from_row, rows), key=lambda m: m.id)
 
     def ack_outbox(self, ids: Sequence[int]) -> None:
         """Mark events delivered (unknown or already delivered ids are ignored)."""
         wanted = [int(i) for i in ids]
-        if wanted:
-            self._ack(wanted)
 
-    def _ack(self, wanted: list[int]) -> None:
-        """Backend hook: mark the events ``wanted`` delivered, now."""
+        def ack(chunk: list[int]) -> str:
+            return (
+                f"UPDATE {self._p}outbox SET delivered_at = {NOW}, lease_owner = NULL, "
+                f"lease_until = NULL WHERE id IN ({', '.join('?' for _ in chunk)}) "
+                "AND delivered_at IS NULL"
+            )
+
+        if len(wanted) <= ACK_CHUNK:
+            if wanted:
+                self._write_now(ack(wanted), wanted)
+            return
         with self._transaction(write=True) as tx:
             now = tx.now()
             for chunk in _chunks(wanted, ACK_CHUNK):
-                marks = ", ".join("?" for _ in chunk)
-                tx.execute(
-                    f"UPDATE {self._p}outbox SET delivered_at = ?, lease_owner = NULL, "
-                    f"lease_until = NULL WHERE id IN ({marks}) AND delivered_at IS NULL",
-                    [now, *chunk],
-                )
+                tx.execute(*with_clock(ack(chunk), chunk, now))
 
     def retry_outbox(self, msg_id: int, not_before: float) -> None:
         """Count a failed delivery and make the event available at ``not_before``."""
@@ -831,3 +829,21 @@ def _reopen(cls: type[SqlStore], args: tuple[Any, ...], kwargs: dict[str, Any]) 
 def _chunks(values: list[int], size: int) -> Iterator[list[int]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
+
+
+def with_clock(
+    sql: str, params: Sequence[Any], now: float | None, clock: str = "?"
+) -> tuple[str, list[Any]]:
+    """``sql`` with every :data:`NOW` written as ``clock``, and its parameters: ``params``
+    for its ``?`` placeholders in order, with ``now`` bound wherever ``NOW`` stood when
+    ``clock`` is itself a placeholder (a clock read in the statement binds nothing)."""
+    pieces = sql.split(NOW)
+    if clock != "?":
+        return clock.join(pieces), list(params)
+    given = iter(params)
+    bound: list[Any] = []
+    for piece in pieces[:-1]:
+        bound += [next(given) for _ in range(piece.count("?"))]
+        bound.append(now)
+    bound += given
+    return "?".join(pieces), bound

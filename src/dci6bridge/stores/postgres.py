@@ -51,7 +51,7 @@ from . import _rules as rules
 from ._codec import service_from_row
 from ._connections import PerThread
 from ._schema import migrate
-from ._sql import ACK_CHUNK, Claim, SingletonTake, SqlStore, Take, Tx
+from ._sql import Claim, SingletonTake, SqlStore, Take, Tx, with_clock
 from ._url import redact_url
 from .base import AdvanceOutcome, Lease, StoredService
 
@@ -770,68 +770,21 @@ class PostgresStore(SqlStore):
         params = [p for _, ps in first for p in ps]
         tx.defer(f"WITH {ctes} {last_sql}", [*params, *last_params])
 
-    def _lease_rows(self, worker_id: str, ttl: float, limit: int) -> list[dict[str, Any]]:
+    def _write_now(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
         if self._clock is not None:
-            return super()._lease_rows(worker_id, ttl, limit)
-        return self._claim_now(
-            "services",
-            key="service_id",
-            where="r.runnable = true AND r.not_before <= t.now "
-            "AND (r.lease_owner IS NULL OR r.lease_until <= t.now)",
-            order="r.not_before, r.service_id",
-            assign="lease_owner = ?, lease_epoch = lease_epoch + 1, lease_until = t.now + ?",
-            params=[limit, worker_id, ttl],
-        )
-
-    def _outbox_rows(self, worker_id: str, ttl: float, limit: int) -> list[dict[str, Any]]:
-        if self._clock is not None:
-            return super()._outbox_rows(worker_id, ttl, limit)
-        return self._claim_now(
-            "outbox",
-            key="id",
-            where="r.delivered_at IS NULL AND r.available_at <= t.now "
-            "AND (r.lease_until IS NULL OR r.lease_until <= t.now)",
-            order="r.id",
-            assign="lease_owner = ?, lease_until = t.now + ?",
-            params=[limit, worker_id, ttl],
-        )
-
-    def _claim_now(
-        self, table: str, *, key: str, where: str, order: str, assign: str, params: list[Any]
-    ) -> list[dict[str, Any]]:
-        """Claim rows (``r``, matching ``where``, the first ``LIMIT ?`` by ``order``, those
-        locked by others skipped) and ``assign`` to them, the database clock being
-        ``t.now``; ``params``: the limit's, then the assignment's. One statement, one round
-        trip where a transaction takes three (BEGIN with the clock read, the claim,
-        COMMIT): the clock is read inside it, and it commits on its own (the connection is
-        in autocommit between our transactions). A worker's every tick starts with one
-        (``acquire``) and ends with another (the event relay's ``claim_outbox``)."""
-        t = f"{self._p}{table}"
-        sql = (
-            f"WITH t AS MATERIALIZED (SELECT {_NOW_EXPR} AS now), "
-            f"c AS (SELECT r.{key} FROM {t} r, t WHERE {where} "
-            f"ORDER BY {order} LIMIT ? FOR UPDATE OF r SKIP LOCKED) "
-            f"UPDATE {t} SET {assign} FROM c, t WHERE {t}.{key} = c.{key} RETURNING {t}.*"
-        )
+            return super()._write_now(sql, params)
+        # One round trip where a transaction takes three (BEGIN with the clock read, the
+        # statement, COMMIT): the database clock is read once inside the statement, which
+        # commits on its own (the connection is in autocommit between our transactions).
+        # A worker's every tick starts with one (``acquire``) and ends with two (the event
+        # relay's claim and acknowledgement).
+        text, bound = with_clock(sql, params, None, clock="(SELECT now FROM t)")
+        clock = f"WITH t AS MATERIALIZED (SELECT {_NOW_EXPR} AS now)"
+        text = f"{clock}, {text[5:]}" if text.startswith("WITH ") else f"{clock} {text}"
         with self._transaction(write=False) as tx:
-            rows = tx.execute(sql, params)
-        self._counted(bool(rows))
-        return rows
-
-    def _ack(self, wanted: list[int]) -> None:
-        if self._clock is not None or len(wanted) > ACK_CHUNK:
-            super()._ack(wanted)
-            return
-        # one statement on the database clock, committing on its own: one round trip
-        # (more ids than one statement takes go in chunks in one transaction)
-        marks = ", ".join("?" for _ in wanted)
-        with self._transaction(write=False) as tx:
-            tx.execute(
-                f"UPDATE {self._p}outbox SET delivered_at = {_NOW_EXPR}, lease_owner = NULL, "
-                f"lease_until = NULL WHERE id IN ({marks}) AND delivered_at IS NULL",
-                wanted,
-            )
+            rows = tx.execute(text, bound)
         self._counted(tx.changed)
+        return rows
 
     def _claim_sql(self, claim: Claim) -> tuple[str, list[Any]]:
         c = claim
@@ -839,7 +792,7 @@ class PostgresStore(SqlStore):
             f"WITH c AS (SELECT {c.key} FROM {c.table} WHERE {c.where} ORDER BY {c.order} "
             f"LIMIT ? FOR UPDATE SKIP LOCKED) UPDATE {c.table} SET {c.assign} FROM c "
             f"WHERE {c.table}.{c.key} = c.{c.key} RETURNING {c.table}.*",
-            [*c.where_params, c.limit, *c.assign_params],
+            [c.limit, *c.assign_params],
         )
 
     def now(self) -> float:

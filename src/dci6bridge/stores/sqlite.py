@@ -228,7 +228,7 @@ class SQLiteStore(SqlStore):
         return (
             f"UPDATE {c.table} SET {c.assign} WHERE {c.key} IN (SELECT {c.key} FROM {c.table} "
             f"WHERE {c.where} ORDER BY {c.order} LIMIT ?) RETURNING *",
-            [*c.assign_params, *c.where_params, c.limit],
+            [*c.assign_params, c.limit],
         )
 
     def now(self) -> float:
