@@ -18,7 +18,9 @@ from dci6bridge.client.query import Q
 from dci6bridge.domain import Catalog, Order
 from dci6bridge.provisioning import Provisioner, ServiceState
 from dci6bridge.provisioning._failpoints import FailpointCrash, Failpoints
+from dci6bridge.provisioning._tick_reads import WIDE_PAGES
 from dci6bridge.provisioning.states import TRANSITIONS
+from dci6bridge.provisioning.steps import CLAIM_PAGE
 from dci6bridge.stores import MemoryStore, SQLiteStore
 from dci6bridge.stores.base import AdvanceRequest, Lease, StatusStore
 from dci6bridge.testing import FakeDCImanager
@@ -226,6 +228,54 @@ def test_a_reservation_refused_in_the_shared_write_takes_another_server(
     ]
     assert spy.batches[1][0] == ("S0", False, ["selecting_module", "claiming_server"])
     assert all(len(b) > 1 for b in spy.batches[:3])
+
+
+class ListingLimits(httpx.BaseTransport):
+    """The simulator's transport, noting how many servers each read of the free-server
+    listing asks for."""
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self._inner = inner
+        self.asked: list[int] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        if request.method == "GET" and url.path.endswith("/server") and "where" in url.params:
+            self.asked.append(int(url.params["limit"].split(",")[1]))
+        return self._inner.handle_request(request)
+
+
+def test_after_a_refusal_the_next_tick_reads_more_free_servers_at_once(
+    make_prov: Callable[..., Provisioner],
+    catalog: Catalog,
+    store: StatusStore,
+    fake: FakeDCImanager,
+    new_order: Callable[..., Order],
+) -> None:
+    """Another worker took the server S0 was about to reserve: the worker's next tick
+    reads WIDE_PAGES pages more of free servers in its first read, so that it picks
+    among more of them (workers picking at random among a few collide). It goes on
+    reading wide while its reads find the server reserved, and back to one page once a
+    read finds nothing reserved."""
+    billing = make_prov()
+    rivals = rival_leases(billing, store, new_order, ["R"])
+    sids = open_orders(billing, new_order, 3)
+    snatch, snatched = snatcher(store, rivals)
+    limits = ListingLimits(fake.transport)
+    prov = worker(make_prov, StoreSpy(store, snatch), transport=limits)
+    assert prov.tick(max_services=8) == 3
+    assert len(snatched) == 1
+    assert limits.asked == [CLAIM_PAGE], "one read of one page; the refusal picked again"
+    for n, (sid, wide) in enumerate([("T0", True), ("T1", True), ("T2", False)]):
+        if sid == "T1":  # the other worker lets its server go
+            store.release_server(rivals[0], snatched[0])
+        billing.open(new_order(sid, email=f"t{n}@example.com"))
+        asked = len(limits.asked)
+        assert prov.tick(max_services=8) == 1
+        want = CLAIM_PAGE * (WIDE_PAGES + 1) if wide else CLAIM_PAGE
+        assert limits.asked[asked:] == [want]
+    rows = [store.get(sid) for sid in [*sids, "T0", "T1", "T2"]]
+    assert all(r is not None and r.state == ServiceState.ACTIVE.value for r in rows)
 
 
 def test_a_service_refused_twice_claims_on_its_own(

@@ -8,7 +8,7 @@ import pytest
 
 from dci6bridge import Client
 from dci6bridge.client.models import Server
-from dci6bridge.provisioning._tick_reads import FreeServers, TickReads
+from dci6bridge.provisioning._tick_reads import WIDE_PAGES, Contention, FreeServers, TickReads
 from dci6bridge.testing import FakeDCImanager
 
 
@@ -53,7 +53,7 @@ def test_the_first_pages_are_read_together_and_kept(servers: list[Server]) -> No
     assert free.first(1, direct).servers == servers[:10]
     assert listing.asked == [10], "kept"
     assert free.first(2, direct).servers == servers[:20]
-    assert free.first(1, direct).servers == servers[:10], "the latest read covers it"
+    assert free.first(1, direct).servers == servers[:20], "the latest read covers it: all of it"
     third = free.first(3, direct)
     assert (third.servers, third.complete) == (servers, True)
     assert free.first(5, direct).servers == servers, "all there were: not read again"
@@ -117,3 +117,68 @@ def test_tick_reads_keep_what_was_read_and_not_what_raised() -> None:
     with pytest.raises(Boom):
         reads.get("other", failing)
     assert reads.get("other", lambda: 3) == 3
+
+
+def test_the_first_read_is_one_page_while_nobody_else_takes_servers(
+    servers: list[Server],
+) -> None:
+    listing = Listing(list(servers))
+    contention = Contention()
+    FreeServers(listing, 10, no_holders, contention=contention, max_pages=20).first(1, direct)
+    assert listing.asked == [10]
+    assert contention.taken == 0
+
+
+def test_servers_seen_taken_widen_the_next_first_read(servers: list[Server]) -> None:
+    """A read that found 3 servers reserved by others: the next tick's first read asks
+    for WIDE_PAGES pages more than those 3 fill; a read finding none narrows it again."""
+
+    def three_held(server_ids: list[int]) -> dict[int, str]:
+        return {i: f"other-{i}" for i in server_ids[:3]}
+
+    contention = Contention()
+    listing = Listing(list(servers))
+    FreeServers(listing, 5, three_held, contention=contention, max_pages=20).first(1, direct)
+    assert contention.taken == 3
+    FreeServers(listing, 5, no_holders, contention=contention, max_pages=20).first(1, direct)
+    assert listing.asked == [5, 5 * (WIDE_PAGES + 1)]
+    assert contention.taken == 0, "the wide read found nothing reserved"
+    FreeServers(listing, 5, no_holders, contention=contention, max_pages=20).first(1, direct)
+    assert listing.asked[-1] == 5
+
+
+@pytest.mark.parametrize(
+    ("taken", "pages"),
+    [(0, 1), (1, WIDE_PAGES + 1), (10, WIDE_PAGES + 1), (11, WIDE_PAGES + 2), (500, 20)],
+)
+def test_the_wide_read_covers_the_servers_seen_taken_up_to_max_pages(
+    taken: int, pages: int
+) -> None:
+    contention = Contention()
+    contention.taken = taken
+    assert contention.first_pages(10, 20) == pages
+
+
+def test_a_wide_read_that_fails_leaves_nothing_and_is_tried_again(servers: list[Server]) -> None:
+    contention = Contention()
+    contention.taken = 2
+    listing = Listing(list(servers))
+    free = FreeServers(listing, 10, no_holders, contention=contention, max_pages=20)
+
+    def failing(read: Callable[[], list[Server]]) -> list[Server]:
+        raise Boom
+
+    with pytest.raises(Boom):
+        free.first(1, failing)
+    assert contention.taken == 2, "a failed read saw nothing"
+    assert free.first(1, direct).servers == servers[:25]  # all 25 there are
+    assert listing.asked == [10 * (WIDE_PAGES + 1)]
+
+
+def test_tick_reads_keep_the_workers_contention_per_listing() -> None:
+    kept: dict[object, Contention] = {}
+    first = TickReads(kept).contention("listing")
+    first.taken = 4
+    assert TickReads(kept).contention("listing") is first
+    assert TickReads(kept).contention("other").taken == 0
+    assert TickReads().contention("listing").taken == 0, "without the worker's: fresh"

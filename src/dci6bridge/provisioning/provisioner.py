@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from dci6bridge.client import RetryPolicy
@@ -52,7 +52,7 @@ from dci6bridge.stores.base import Transition as Transition
 
 from ._failpoints import Failpoints
 from ._tails import TailWrites
-from ._tick_reads import TickReads
+from ._tick_reads import Contention, TickReads
 from .events import Event, EventKind, OutboxRelay
 from .service import Service, service_from_row
 from .states import ServiceState, ServiceStatus, check_transition, status_of
@@ -223,6 +223,8 @@ class Provisioner:
         self._client_factory = client_factory
         self._clients: dict[str, Client] = {}
         self._templates: dict[tuple[str, int | None], dict[str, int]] = {}
+        #: what this worker saw of others taking servers, per free-server listing
+        self._contention: dict[Hashable, Contention] = {}
         self._lock = threading.Lock()
         if self.settings.unsafe_skip_readback:
             log.warning("UNSAFE: read-back before re-issuing remote calls is disabled")
@@ -505,7 +507,7 @@ class Provisioner:
         if leases:
             self.failpoints.hit("after:store.acquire")
         tails = TailWrites(self.store)
-        reads = TickReads()
+        reads = TickReads(self._contention)
         running = [
             self._context(
                 lease,
@@ -571,6 +573,8 @@ class Provisioner:
             # tick-mate picks it either); after that, or for a crashed attempt's claim,
             # it runs again on its own, candidate by candidate, one write each.
             ctx.refusals += 1
+            if why.contention is not None:
+                why.contention.taken += 1
             if isinstance(outcome, StaleState) or ctx.refusals > LOCKSTEP_REFUSALS:
                 ctx.lockstep = False
             return True

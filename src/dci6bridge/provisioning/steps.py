@@ -51,7 +51,7 @@ from dci6bridge.stores.base import (
 
 from ._failpoints import Failpoints
 from ._tails import TailWrites
-from ._tick_reads import FreeServers, TickReads
+from ._tick_reads import Contention, FreeServers, TickReads
 from .events import CREATED_AT_KEY, EventKind
 from .passwords import generate_password
 from .states import ServiceState
@@ -176,6 +176,8 @@ class Reserve:
     server: Server
     singleton: str | None
     then: Advance
+    #: of the listing the server was picked from: a refusal counts there
+    contention: Contention | None = None
 
 
 Outcome = Advance | Wait | Fail | Retry | Idle | Reserve
@@ -757,12 +759,15 @@ def _claiming_server(ctx: StepContext) -> Outcome:
     location = module.data_center.location_id
     where = Q.free() & (Q("configuration") == cfg) & (Q("location_id") == location)
     client = ctx.client()
+    key = ("servers.list", module.url, cfg, location)
     free = ctx.shared(
-        ("servers.list", module.url, cfg, location),
+        key,
         lambda: FreeServers(
             lambda n: list(client.servers.list(where=where, page_size=n, limit=n)),
             CLAIM_PAGE,
             ctx.store.server_claims,
+            contention=ctx.reads.contention(key),
+            max_pages=MAX_CLAIM_PAGES,
         ),
     )
     sid = ctx.service_id
@@ -795,11 +800,12 @@ def _claiming_server(ctx: StepContext) -> Outcome:
             if ctx.lockstep:
                 # reserved in the tick's shared write (see Provisioner._reserved for a
                 # refusal)
-                return Reserve(server, _user_singleton(ctx), claimed)
+                return Reserve(server, _user_singleton(ctx), claimed, ctx.reads.contention(key))
             if _reserve(ctx, server.id, singleton=_user_singleton(ctx)):
                 ctx.seen[server.id] = server
                 return claimed
             reserved_by_others += 1
+            ctx.reads.contention(key).taken += 1
         if first.complete:
             break
         # every server read so far is reserved by another service (in flight, or a
