@@ -29,15 +29,19 @@ The workers relay every event to a billing callback, as a deployment's do (the e
 relay's store writes count), and every run checks that each order's ``activated``
 event arrived.
 
-**Throughput with 2 and 4 workers** (threads, each with its own store connection and
-``Provisioner``): orders/s and writes/order. Threads share one interpreter (the
-in-process simulator cannot be shared by processes), so more threads add lock and GIL
-waits rather than throughput.
+**Throughput with 1, 2 and 4 workers** (``--workers``; threads, each with its own store
+connection and ``Provisioner``): all orders opened, then provisioned by the threads;
+orders/s, ms/order (wall time over the orders), the threads' CPU per order, writes and
+store calls per order, and ms/order against the bare calls of the same orders, made on
+half of them just before the run and on the other half just after it (a run of several
+threads cannot take turns chunk by chunk). Threads share one interpreter (the in-process
+simulator cannot be shared by processes), so more threads add lock and GIL waits rather
+than throughput.
 
     python bench/provision.py                          # SQLite + PostgreSQL
-    python bench/provision.py --stores sqlite --orders 300 --rounds 1 --workers 1
+    python bench/provision.py --stores sqlite --orders 300 --rounds 1 --workers ''
     python bench/provision.py --latency-ms 2 --orders 300
-    python bench/provision.py --tick 32 --orders 400 --workers 1
+    python bench/provision.py --tick 32 --orders 400 --workers ''
     python bench/provision.py --pg-url postgresql://user@host/db --json out.json
 
 Targets: <= 25 store writes per order; orchestrator overhead <= 25 % over the bare
@@ -184,13 +188,15 @@ def orders_of(n: int) -> list[Order]:
     ]
 
 
-def run_orchestrator(store_url: str, orders: int, workers: int, tick: int = TICK) -> dict[str, Any]:
+def run_orchestrator(
+    store_url: str, orders: int, workers: int, tick: int = TICK, latency: float = 0.0
+) -> dict[str, Any]:
     """Open ``orders`` orders, then provision them with ``workers`` threads, each leasing
     up to ``tick`` services per tick."""
     fake = make_fake(orders)
     catalog = make_catalog(fake)
     sim, store_watch = Stopwatch(), Stopwatch()
-    transport = TimedTransport(fake.transport, sim)
+    transport = TimedTransport(fake.transport, sim, latency)
     stores: list[Any] = []
     delivered: list[Event] = []  # billing's callback: the workers relay every event
 
@@ -280,6 +286,41 @@ def run_orchestrator(store_url: str, orders: int, workers: int, tick: int = TICK
 
 
 _UNFINISHED = sorted(s.value for s in IN_FLIGHT)
+
+
+#: the bare sequences a throughput run is compared with (``compare`` adds "same calls")
+BRACKET = ("bare", "bare+check")
+
+
+def run_between_bare(
+    store_url: str, orders: int, workers: int, tick: int = TICK, latency: float = 0.0
+) -> dict[str, Any]:
+    """:func:`run_orchestrator`, with the bare calls of the same orders made on half of
+    them just before it and on the other half just after it (a run of several threads
+    cannot take turns with the bare calls chunk by chunk), and its time per order
+    compared with theirs."""
+    bares = {
+        "bare": BareSide(orders, latency=latency),
+        "bare+check": BareSide(orders, check_owner=True, latency=latency),
+    }
+    samples = {name: Sample() for name in bares}
+    all_orders = orders_of(orders)
+    half = len(all_orders) // 2
+    try:
+        for name in BRACKET:
+            samples[name].add(bares[name].run(all_orders[:half]))
+        got = run_orchestrator(store_url, orders, workers, tick, latency)
+        for name in reversed(BRACKET):
+            samples[name].add(bares[name].run(all_orders[half:]))
+    finally:
+        for side in bares.values():
+            side.close()
+    for name, sample in samples.items():
+        wall_ms, cpu_ms = 1000 * sample.wall / orders, 1000 * sample.cpu / orders
+        got[f"{name}_ms_per_order"] = wall_ms
+        got[f"vs_{name}"] = got["ms_per_order"] / wall_ms - 1
+        got[f"cpu_vs_{name}"] = got["cpu_ms_per_order"] / cpu_ms - 1
+    return got
 
 
 def check_activations(delivered: list[Event], orders: int) -> None:
@@ -496,7 +537,11 @@ def _median(values: list[float]) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--orders", type=int, default=1000)
-    parser.add_argument("--workers", default="1,2,4", help="comma-separated thread counts")
+    parser.add_argument(
+        "--workers",
+        default="1,2,4",
+        help="comma-separated thread counts of the throughput runs ('' for none)",
+    )
     parser.add_argument("--stores", default="sqlite,postgresql")
     parser.add_argument(
         "--rounds",
@@ -530,7 +575,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.tick < 1:
         parser.error(f"--tick: must be at least 1, got {args.tick}")
-    workers = [int(w) for w in args.workers.split(",")]
+    workers = [int(w) for w in args.workers.split(",") if w.strip()]
+    if any(n < 1 for n in workers):
+        parser.error(f"--workers: thread counts must be at least 1, got {args.workers!r}")
     kinds = [k.strip() for k in args.stores.split(",") if k.strip()]
     results: dict[str, Any] = {
         "orders": args.orders,
@@ -624,22 +671,37 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name} requests/order by route: {routes}")
         results["summary"] = summary
 
-        multi = [n for n in workers if n != 1]
-        if multi:
+        if workers:
             print()
             print(
-                f"{'store':<11}{'workers':>8}{'orders/s':>10}{'writes/order':>14}"
-                f"{'store calls':>13}"
+                f"{args.orders} orders opened, then provisioned by N worker threads (one "
+                "interpreter: they share the GIL and the in-process simulator); the bare calls "
+                "of the same orders are made on half of them just before and half just after"
+            )
+            print(
+                f"{'store':<11}{'workers':>8}{'orders/s':>10}{'ms/order':>10}{'cpu ms':>8}"
+                f"{'store ms':>10}{'writes':>8}{'store calls':>13}{'bare ms':>9}"
+                f"{'vs bare':>9}{'vs bare+check':>15}"
             )
             for kind in kinds:
-                for n in multi:
-                    r = run_orchestrator(urls[kind](n), args.orders, n, args.tick)
+                for n in workers:
+                    r = run_between_bare(
+                        urls[kind](n), args.orders, n, args.tick, args.latency_ms / 1000
+                    )
                     r["store"] = kind
                     results["runs"].append(r)
                     print(
-                        f"{kind:<11}{n:>8}{r['orders_per_s']:>10.1f}{r['writes_per_order']:>14.2f}"
-                        f"{r['store_calls_per_order']:>13.1f}"
+                        f"{kind:<11}{n:>8}{r['orders_per_s']:>10.1f}{r['ms_per_order']:>10.2f}"
+                        f"{r['cpu_ms_per_order']:>8.2f}{r['store_ms_per_order']:>10.2f}"
+                        f"{r['writes_per_order']:>8.2f}{r['store_calls_per_order']:>13.1f}"
+                        f"{r['bare_ms_per_order']:>9.2f}{100 * r['vs_bare']:>+8.0f}%"
+                        f"{100 * r['vs_bare+check']:>+14.0f}%"
                     )
+            print(
+                "ms/order: wall time over the orders (1 / throughput); cpu ms: the worker "
+                "threads' CPU time per order, summed; vs bare: ms/order against the bare "
+                "calls' (target <= +25 %)"
+            )
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2))
     finally:

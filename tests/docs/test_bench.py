@@ -46,10 +46,24 @@ def test_provision(run_script: RunScript, tmp_path: Path, pg_url: str) -> None:
     for store in ("sqlite", "postgresql"):
         assert 1 <= only["writes"][store] <= 25
     runs = {(r["store"], r["workers"]): r for r in got["runs"]}
-    assert set(runs) == {("sqlite", 2), ("postgresql", 2)}
+    assert set(runs) == {("sqlite", 1), ("sqlite", 2), ("postgresql", 1), ("postgresql", 2)}
     for run in runs.values():
         assert run["orders"] == 20
         assert run["orders_per_s"] > 0
+        for base in ("bare", "bare+check"):
+            assert run[f"{base}_ms_per_order"] > 0
+            assert isinstance(run[f"vs_{base}"], float)
+    assert "against the bare calls' (target <= +25 %)" in out
+
+
+def test_provision_without_throughput_runs(run_script: RunScript, tmp_path: Path) -> None:
+    figures = tmp_path / "figures.json"
+    run_script(
+        BENCH / "provision.py",
+        *("--stores", "sqlite", "--orders", "10", "--rounds", "1", "--chunk", "5"),
+        *("--workers", "", "--json", str(figures)),
+    )
+    assert json.loads(figures.read_text())["runs"] == []
 
 
 def test_store_advance(run_script: RunScript, pg_url: str) -> None:
