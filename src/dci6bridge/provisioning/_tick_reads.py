@@ -52,9 +52,9 @@ class Contention:
     are refused, and each refusal costs a write and often another read. So once others
     are seen at it, the first read of a tick asks for :data:`WIDE_PAGES` pages more than
     the servers seen taken fill. Measured with 4 worker threads on PostgreSQL
-    (``bench/provision.py``, 1,000 orders): with one page, 40 % of the reservations
-    were refused and the listing was read 0.45 times per order; with five pages at
-    once, 22 % and 0.20.
+    (``bench/provision.py``, 1,000 orders): with one page, 39-42 % of the
+    reservations were refused and the listing was read 0.44-0.46 times per order;
+    reading wide, 21-25 % and 0.21-0.23.
     """
 
     def __init__(self) -> None:
