@@ -223,7 +223,8 @@ class Provisioner:
         self._client_factory = client_factory
         self._clients: dict[str, Client] = {}
         self._templates: dict[tuple[str, int | None], dict[str, int]] = {}
-        #: what this worker saw of others taking servers, per free-server listing
+        #: what this worker saw of others taking servers, per free-server listing; the
+        #: threads of a Worker(concurrency=N) share it unlocked: it only sizes reads
         self._contention: dict[Hashable, Contention] = {}
         self._lock = threading.Lock()
         if self.settings.unsafe_skip_readback:
