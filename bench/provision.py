@@ -34,9 +34,9 @@ connection and ``Provisioner``): all orders opened, then provisioned by the thre
 orders/s, ms/order (wall time over the orders), the threads' CPU per order, writes and
 store calls per order, and ms/order against the bare calls of the same orders, made on
 half of them just before the run and on the other half just after it (a run of several
-threads cannot take turns chunk by chunk). Threads share one interpreter (the in-process
-simulator cannot be shared by processes), so more threads add lock and GIL waits rather
-than throughput.
+threads cannot take turns chunk by chunk); ``--rounds`` runs of each, and their medians.
+Threads share one interpreter (the in-process simulator cannot be shared by processes),
+so more threads add lock and GIL waits rather than throughput.
 
     python bench/provision.py                          # SQLite + PostgreSQL
     python bench/provision.py --stores sqlite --orders 300 --rounds 1 --workers ''
@@ -676,32 +676,44 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{args.orders} orders opened, then provisioned by N worker threads (one "
                 "interpreter: they share the GIL and the in-process simulator); the bare calls "
-                "of the same orders are made on half of them just before and half just after"
+                "of the same orders are made on half of them just before and half just after; "
+                f"{args.rounds} round(s)"
             )
             print(
-                f"{'store':<11}{'workers':>8}{'orders/s':>10}{'ms/order':>10}{'cpu ms':>8}"
-                f"{'store ms':>10}{'writes':>8}{'store calls':>13}{'bare ms':>9}"
+                f"{'round':<7}{'store':<11}{'workers':>8}{'orders/s':>10}{'ms/order':>10}"
+                f"{'cpu ms':>8}{'store ms':>10}{'writes':>8}{'store calls':>13}{'bare ms':>9}"
                 f"{'vs bare':>9}{'vs bare+check':>15}"
             )
-            for kind in kinds:
-                for n in workers:
-                    r = run_between_bare(
-                        urls[kind](n), args.orders, n, args.tick, args.latency_ms / 1000
-                    )
-                    r["store"] = kind
-                    results["runs"].append(r)
-                    print(
-                        f"{kind:<11}{n:>8}{r['orders_per_s']:>10.1f}{r['ms_per_order']:>10.2f}"
-                        f"{r['cpu_ms_per_order']:>8.2f}{r['store_ms_per_order']:>10.2f}"
-                        f"{r['writes_per_order']:>8.2f}{r['store_calls_per_order']:>13.1f}"
-                        f"{r['bare_ms_per_order']:>9.2f}{100 * r['vs_bare']:>+8.0f}%"
-                        f"{100 * r['vs_bare+check']:>+14.0f}%"
-                    )
+            for round_no in range(1, args.rounds + 1):
+                for kind in kinds:
+                    for n in workers:
+                        r = run_between_bare(
+                            urls[kind](n), args.orders, n, args.tick, args.latency_ms / 1000
+                        )
+                        r.update(store=kind, round=round_no)
+                        results["runs"].append(r)
+                        print(
+                            f"{round_no:<7}{kind:<11}{n:>8}{r['orders_per_s']:>10.1f}"
+                            f"{r['ms_per_order']:>10.2f}{r['cpu_ms_per_order']:>8.2f}"
+                            f"{r['store_ms_per_order']:>10.2f}{r['writes_per_order']:>8.2f}"
+                            f"{r['store_calls_per_order']:>13.1f}{r['bare_ms_per_order']:>9.2f}"
+                            f"{100 * r['vs_bare']:>+8.0f}%{100 * r['vs_bare+check']:>+14.0f}%"
+                        )
             print(
                 "ms/order: wall time over the orders (1 / throughput); cpu ms: the worker "
                 "threads' CPU time per order, summed; vs bare: ms/order against the bare "
                 "calls' (target <= +25 %)"
             )
+            for kind in kinds:
+                for n in workers:
+                    mine = [r for r in results["runs"] if (r["store"], r["workers"]) == (kind, n)]
+                    rate = _median([r["orders_per_s"] for r in mine])
+                    vs = [r["vs_bare"] for r in mine]
+                    print(
+                        f"{kind}, {n} worker(s), median of {len(mine)} round(s): "
+                        f"{rate:.1f} orders/s, {100 * _median(vs):+.0f} % against bare "
+                        f"({', '.join(f'{100 * v:+.0f}' for v in vs)})"
+                    )
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2))
     finally:

@@ -54,6 +54,7 @@ def test_provision(run_script: RunScript, tmp_path: Path, pg_url: str) -> None:
             assert run[f"{base}_ms_per_order"] > 0
             assert isinstance(run[f"vs_{base}"], float)
     assert "against the bare calls' (target <= +25 %)" in out
+    assert "postgresql, 2 worker(s), median of 1 round(s)" in out
 
 
 def test_provision_without_throughput_runs(run_script: RunScript, tmp_path: Path) -> None:
