@@ -32,9 +32,10 @@ event arrived.
 **Throughput with 1, 2 and 4 workers** (``--workers``; threads, each with its own store
 connection and ``Provisioner``): all orders opened, then provisioned by the threads;
 orders/s, ms/order (wall time over the orders), the threads' CPU per order, writes and
-store calls per order, and ms/order against the bare calls of the same orders, made on
-half of them just before the run and on the other half just after it (a run of several
-threads cannot take turns chunk by chunk); ``--rounds`` runs of each, and their medians.
+store calls per order, and ms/order against the bare calls of the same orders, which
+take turns with the threads: every ``--chunk`` activations the threads wait between two
+ticks while the bare calls provision the next ``--chunk`` orders (that time is not
+counted); ``--rounds`` runs of each, and their medians.
 Threads share one interpreter (the in-process simulator cannot be shared by processes),
 so more threads add lock and GIL waits rather than throughput.
 
@@ -188,11 +189,58 @@ def orders_of(n: int) -> list[Order]:
     ]
 
 
+class Gate:
+    """Lets the main thread hold the worker threads between two ticks (to make the bare
+    calls take their turn) and let them go again."""
+
+    def __init__(self, threads: int) -> None:
+        self._cond = threading.Condition()
+        self._open = True
+        self._live = threads
+        self._waiting = 0
+
+    def passage(self) -> None:
+        """A worker thread between two ticks: wait while the gate is closed."""
+        with self._cond:
+            while not self._open:
+                self._waiting += 1
+                self._cond.notify_all()
+                self._cond.wait()
+                self._waiting -= 1
+
+    def leave(self) -> None:
+        """A worker thread is done."""
+        with self._cond:
+            self._live -= 1
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Close the gate; returns once every live worker thread waits at it."""
+        with self._cond:
+            self._open = False
+            while self._waiting < self._live:
+                self._cond.wait()
+
+    def open(self) -> None:
+        with self._cond:
+            self._open = True
+            self._cond.notify_all()
+
+
 def run_orchestrator(
-    store_url: str, orders: int, workers: int, tick: int = TICK, latency: float = 0.0
+    store_url: str,
+    orders: int,
+    workers: int,
+    tick: int = TICK,
+    latency: float = 0.0,
+    *,
+    turn: Callable[[], None] | None = None,
+    turn_every: int = 0,
 ) -> dict[str, Any]:
     """Open ``orders`` orders, then provision them with ``workers`` threads, each leasing
-    up to ``tick`` services per tick."""
+    up to ``tick`` services per tick. With ``turn``, every ``turn_every`` activations the
+    threads are held between two ticks while ``turn()`` runs (the bare calls' turn), and
+    that time is not counted."""
     fake = make_fake(orders)
     catalog = make_catalog(fake)
     sim, store_watch = Stopwatch(), Stopwatch()
@@ -225,9 +273,12 @@ def run_orchestrator(
     done = threading.Event()
     errors: list[BaseException] = []
 
+    gate = Gate(workers)
+
     def work(prov: Provisioner) -> None:
         try:
             while not done.is_set():
+                gate.passage()
                 if not prov.tick(max_services=tick):
                     # idle: the others hold what is left, or everything is done
                     if not prov.store.services(states=_UNFINISHED):
@@ -236,6 +287,8 @@ def run_orchestrator(
         except BaseException as exc:
             errors.append(exc)
             done.set()
+        finally:
+            gate.leave()
 
     cpu = Stopwatch()
 
@@ -250,9 +303,24 @@ def run_orchestrator(
     start = time.perf_counter()
     for t in threads:
         t.start()
+    held = 0.0  # seconds the threads were held for the bare calls' turns
+    if turn is not None and turn_every > 0:
+        seen, activated, next_turn = 0, 0, turn_every
+        while any(t.is_alive() for t in threads):
+            fresh = delivered[seen:]
+            seen += len(fresh)
+            activated += sum(1 for e in fresh if e.kind == EventKind.ACTIVATED)
+            if activated >= next_turn and not done.is_set():
+                gate.close()
+                held_from = time.perf_counter()
+                turn()
+                held += time.perf_counter() - held_from
+                gate.open()
+                next_turn += turn_every
+            time.sleep(0.01)  # seldom: the main thread's wake-ups take the GIL too
     for t in threads:
         t.join()
-    wall = time.perf_counter() - start
+    wall = time.perf_counter() - start - held
     if errors:
         raise errors[0]
     rows = stores[0].services()
@@ -292,26 +360,40 @@ _UNFINISHED = sorted(s.value for s in IN_FLIGHT)
 BRACKET = ("bare", "bare+check")
 
 
-def run_between_bare(
-    store_url: str, orders: int, workers: int, tick: int = TICK, latency: float = 0.0
+def run_taking_turns(
+    store_url: str,
+    orders: int,
+    workers: int,
+    tick: int = TICK,
+    latency: float = 0.0,
+    chunk: int = 50,
 ) -> dict[str, Any]:
-    """:func:`run_orchestrator`, with the bare calls of the same orders made on half of
-    them just before it and on the other half just after it (a run of several threads
-    cannot take turns with the bare calls chunk by chunk), and its time per order
-    compared with theirs."""
+    """:func:`run_orchestrator` with the bare calls of the same orders taking turns with
+    the worker threads: every ``chunk`` activations the threads are held between two
+    ticks while the bare sequences each provision the next ``chunk`` orders (in ABBA
+    order), so slow and fast moments of the machine hit both sides alike; the rest of
+    the bare orders go after the run. The run's time per order is compared with theirs."""
     bares = {
         "bare": BareSide(orders, latency=latency),
         "bare+check": BareSide(orders, check_owner=True, latency=latency),
     }
     samples = {name: Sample() for name in bares}
-    all_orders = orders_of(orders)
-    half = len(all_orders) // 2
+    chunks = [orders_of(orders)[i : i + chunk] for i in range(0, orders, chunk)]
+
+    def turn() -> None:
+        if not chunks:
+            return
+        part = chunks.pop(0)
+        names = BRACKET if len(chunks) % 2 else BRACKET[::-1]
+        for name in names:
+            samples[name].add(bares[name].run(part))
+
     try:
-        for name in BRACKET:
-            samples[name].add(bares[name].run(all_orders[:half]))
-        got = run_orchestrator(store_url, orders, workers, tick, latency)
-        for name in reversed(BRACKET):
-            samples[name].add(bares[name].run(all_orders[half:]))
+        got = run_orchestrator(
+            store_url, orders, workers, tick, latency, turn=turn, turn_every=chunk
+        )
+        while chunks:
+            turn()
     finally:
         for side in bares.values():
             side.close()
@@ -675,9 +757,9 @@ def main(argv: list[str] | None = None) -> int:
             print()
             print(
                 f"{args.orders} orders opened, then provisioned by N worker threads (one "
-                "interpreter: they share the GIL and the in-process simulator); the bare calls "
-                "of the same orders are made on half of them just before and half just after; "
-                f"{args.rounds} round(s)"
+                "interpreter: they share the GIL and the in-process simulator); every "
+                f"{args.chunk} activations the threads wait between two ticks while the bare "
+                f"calls provision the next {args.chunk} orders; {args.rounds} round(s)"
             )
             print(
                 f"{'round':<7}{'store':<11}{'workers':>8}{'orders/s':>10}{'ms/order':>10}"
@@ -687,8 +769,13 @@ def main(argv: list[str] | None = None) -> int:
             for round_no in range(1, args.rounds + 1):
                 for kind in kinds:
                     for n in workers:
-                        r = run_between_bare(
-                            urls[kind](n), args.orders, n, args.tick, args.latency_ms / 1000
+                        r = run_taking_turns(
+                            urls[kind](n),
+                            args.orders,
+                            n,
+                            args.tick,
+                            args.latency_ms / 1000,
+                            args.chunk,
                         )
                         r.update(store=kind, round=round_no)
                         results["runs"].append(r)
