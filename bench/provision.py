@@ -222,6 +222,7 @@ class Gate:
                 self._cond.wait()
 
     def open(self) -> None:
+        """Let the worker threads go on."""
         with self._cond:
             self._open = True
             self._cond.notify_all()
