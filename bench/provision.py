@@ -361,6 +361,14 @@ _UNFINISHED = sorted(s.value for s in IN_FLIGHT)
 BRACKET = ("bare", "bare+check")
 
 
+def bare_sides(orders: int, latency: float = 0.0) -> dict[str, BareSide]:
+    """The :data:`BRACKET` sequences, each against its own simulator."""
+    return {
+        "bare": BareSide(orders, latency=latency),
+        "bare+check": BareSide(orders, check_owner=True, latency=latency),
+    }
+
+
 def run_taking_turns(
     store_url: str,
     orders: int,
@@ -374,10 +382,7 @@ def run_taking_turns(
     ticks while the bare sequences each provision the next ``chunk`` orders (in ABBA
     order), so slow and fast moments of the machine hit both sides alike; the rest of
     the bare orders go after the run. The run's time per order is compared with theirs."""
-    bares = {
-        "bare": BareSide(orders, latency=latency),
-        "bare+check": BareSide(orders, check_owner=True, latency=latency),
-    }
+    bares = bare_sides(orders, latency)
     samples = {name: Sample() for name in bares}
     chunks = [orders_of(orders)[i : i + chunk] for i in range(0, orders, chunk)]
 
@@ -573,8 +578,7 @@ def compare(
     """Bare calls and each store's orchestrator, alternating every ``chunk`` orders (in
     ABBA order), so slow and fast moments of a shared machine hit every side alike."""
     bares = {
-        "bare": BareSide(total, latency=latency),
-        "bare+check": BareSide(total, check_owner=True, latency=latency),
+        **bare_sides(total, latency),
         "same calls": BareSide(total, check_owner=True, batch=tick, latency=latency),
     }
     sides: dict[str, Any] = {**bares}

@@ -177,7 +177,7 @@ class Reserve:
     singleton: str | None
     then: Advance
     #: of the listing the server was picked from: a refusal counts there
-    contention: Contention | None = None
+    contention: Contention
 
 
 Outcome = Advance | Wait | Fail | Retry | Idle | Reserve
@@ -760,13 +760,14 @@ def _claiming_server(ctx: StepContext) -> Outcome:
     where = Q.free() & (Q("configuration") == cfg) & (Q("location_id") == location)
     client = ctx.client()
     key = ("servers.list", module.url, cfg, location)
+    contention = ctx.reads.contention(key)
     free = ctx.shared(
         key,
         lambda: FreeServers(
             lambda n: list(client.servers.list(where=where, page_size=n, limit=n)),
             CLAIM_PAGE,
             ctx.store.server_claims,
-            contention=ctx.reads.contention(key),
+            contention=contention,
             max_pages=MAX_CLAIM_PAGES,
         ),
     )
@@ -800,12 +801,12 @@ def _claiming_server(ctx: StepContext) -> Outcome:
             if ctx.lockstep:
                 # reserved in the tick's shared write (see Provisioner._reserved for a
                 # refusal)
-                return Reserve(server, _user_singleton(ctx), claimed, ctx.reads.contention(key))
+                return Reserve(server, _user_singleton(ctx), claimed, contention)
             if _reserve(ctx, server.id, singleton=_user_singleton(ctx)):
                 ctx.seen[server.id] = server
                 return claimed
             reserved_by_others += 1
-            ctx.reads.contention(key).taken += 1
+            contention.taken += 1
         if first.complete:
             break
         # every server read so far is reserved by another service (in flight, or a
