@@ -149,3 +149,58 @@ def test_async_iteration(api: MockApi, make_async_client) -> None:
 def test_page_sizes(api: MockApi, make_client, page_size) -> None:
     api.on("GET", LIST, Inventory(50))
     assert [s.id for s in make_client().servers.list(page_size=page_size)] == list(range(1, 51))
+
+
+def test_one_page_from_an_offset_with_the_total(api: MockApi, make_client) -> None:
+    inv = Inventory(5000)
+    api.on("GET", LIST, inv)
+    page = make_client().servers.page(d.Q("location_id") == 3, offset=1234, count=10)
+    assert [s.id for s in page.items] == list(range(1235, 1245))
+    assert page.size == 5000
+    assert inv.limits == [(1234, 10)]
+    assert inv.requests_where == {"location_id EQ 3"}
+
+
+def test_one_page_past_the_end_and_without_size(api: MockApi, make_client) -> None:
+    inv = Inventory(30, with_size=False)
+    api.on("GET", LIST, inv)
+    client = make_client()
+    assert client.servers.page(offset=25, count=10) == d.Page(
+        [d.Server(id=i, name=f"s{i}") for i in range(26, 31)], None
+    )
+    assert client.servers.page(offset=40, count=10).items == []
+    assert inv.limits == [(25, 10), (40, 10)]
+
+
+def test_one_page_async(api: MockApi, make_async_client) -> None:
+    inv = Inventory(100)
+    api.on("GET", LIST, inv)
+
+    async def run() -> d.Page[d.Server]:
+        async with make_async_client() as c:
+            return await c.servers.page(orderby="id desc", offset=5, count=3)
+
+    page = asyncio.run(run())
+    assert [s.id for s in page.items] == [6, 7, 8]  # the mock ignores orderby
+    assert page.size == 100
+    assert inv.limits == [(5, 3)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"offset": -1}, "offset: -1 is not a non-negative integer"),
+        ({"offset": True}, "offset: True is not a non-negative integer"),
+        ({"count": 0}, "count: 0 is not between 1 and 10000"),
+        ({"count": 10_001}, "count: 10001 is not between 1 and 10000"),
+        ({"count": "10"}, "count: '10' is not between 1 and 10000"),
+    ],
+)
+def test_one_page_refuses_bad_windows_before_any_request(
+    api: MockApi, make_client, kwargs, message
+) -> None:
+    inv = Inventory(10)
+    api.on("GET", LIST, inv)
+    with pytest.raises(d.ConfigError, match=message):
+        make_client().servers.page(**kwargs)
+    assert inv.limits == []

@@ -9,7 +9,7 @@ list or as the string ``"[@user]"``, ``task`` as a string or a number.
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import attrs
 
@@ -23,6 +23,7 @@ __all__ = [
     "OperationStatus",
     "OsTemplate",
     "OsTemplateRef",
+    "Page",
     "PortStatus",
     "PowerStatus",
     "Server",
@@ -32,6 +33,18 @@ __all__ = [
     "User",
     "WhoAmI",
 ]
+
+T = TypeVar("T")
+
+
+@attrs.frozen
+class Page(Generic[T]):
+    """One page of a list (``servers.page()``): its items, and the number of items
+    matching the filter in all pages (``size``) when DCImanager reported it."""
+
+    items: list[T]
+    #: the total number of matching items, ``None`` if the answer had no ``size``
+    size: int | None
 
 
 class PowerStatus(str, enum.Enum):

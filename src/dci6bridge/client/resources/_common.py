@@ -12,7 +12,7 @@ from dci6bridge.client._converter import parser, structure_list
 from dci6bridge.client._core import Call
 from dci6bridge.client._http import AsyncSession, SyncSession
 from dci6bridge.client._retry import RetryPolicy
-from dci6bridge.client.models import ActionResult
+from dci6bridge.client.models import ActionResult, Page
 from dci6bridge.client.query import Condition, SortKey, render_orderby, render_where
 from dci6bridge.errors import ConfigError
 
@@ -21,6 +21,7 @@ __all__ = [
     "Paging",
     "aiterate",
     "check_id",
+    "check_window",
     "iterate",
     "parse_action",
 ]
@@ -46,12 +47,15 @@ def parse_action(data: Any) -> ActionResult:
     return _parse_action(data)
 
 
-@attrs.frozen
-class Page(Generic[T]):
-    """One page of a list: its items and the total ``size`` if the server gave it."""
-
-    items: list[T]
-    size: int | None
+def check_window(offset: int, count: int) -> None:
+    """:class:`ConfigError` naming each bad argument of a one-page read."""
+    problems = []
+    if not is_int(offset) or offset < 0:
+        problems.append(f"offset: {offset!r} is not a non-negative integer")
+    if not is_int(count) or not 1 <= count <= _MAX_PAGE:
+        problems.append(f"count: {count!r} is not between 1 and {_MAX_PAGE}")
+    if problems:
+        raise ConfigError(problems)
 
 
 @attrs.frozen

@@ -18,6 +18,7 @@ from dci6bridge.client.models import (
     ActionResult,
     ConfigurationCount,
     Operation,
+    Page,
     PortStatus,
     Server,
 )
@@ -25,7 +26,7 @@ from dci6bridge.client.query import Condition, SortKey
 from dci6bridge.errors import ConfigError, OperationFailedError, OperationTimeoutError
 from dci6bridge.secret import Secret
 
-from ._common import Paging, aiterate, check_id, iterate, parse_action
+from ._common import Paging, aiterate, check_id, check_window, iterate, parse_action
 from .switches import port_call
 
 __all__ = [
@@ -136,6 +137,14 @@ def servers_paging(
     )
 
 
+def page_call(
+    where: Condition | str | None, orderby: SortKey | str | None, offset: int, count: int
+) -> Call[Page[Server]]:
+    """The request for ``count`` matching servers from ``offset`` on."""
+    check_window(offset, count)
+    return servers_paging(where, orderby, count, None).call(offset)
+
+
 def _status_text(op: Operation | None) -> str | None:
     """The operation's status as the platform wrote it (enum members by value)."""
     if op is None or op.status is None:
@@ -235,6 +244,24 @@ class Servers:
         by ``id asc`` so they stay stable while being read.
         """
         return iterate(self._s, servers_paging(where, orderby, page_size, limit), retry)
+
+    def page(
+        self,
+        where: Condition | str | None = None,
+        orderby: SortKey | str | None = None,
+        *,
+        offset: int = 0,
+        count: int = 500,
+        retry: RetryPolicy | None = None,
+    ) -> Page[Server]:
+        """One page of matching servers: ``count`` of them from the ``offset``-th on
+        (``limit=offset,count``), and how many match in all (:attr:`Page.size
+        <dci6bridge.Page.size>`, if DCImanager says). For a caller that picks its own
+        place in a list, such as a random one; to walk a list, :meth:`list` is simpler.
+        Without ``orderby`` servers are sorted by ``id asc``. A bad ``offset`` or
+        ``count`` raises :class:`~dci6bridge.ConfigError` before any request.
+        """
+        return self._s.execute(page_call(where, orderby, offset, count), retry)
 
     def get(self, server_id: int, *, retry: RetryPolicy | None = None) -> Server:
         """One server by id."""
@@ -356,6 +383,18 @@ class AsyncServers:
     ) -> AsyncIterator[Server]:
         """Lazy async iterator (``async for``) over matching servers, one page in memory."""
         return aiterate(self._s, servers_paging(where, orderby, page_size, limit), retry)
+
+    async def page(
+        self,
+        where: Condition | str | None = None,
+        orderby: SortKey | str | None = None,
+        *,
+        offset: int = 0,
+        count: int = 500,
+        retry: RetryPolicy | None = None,
+    ) -> Page[Server]:
+        """Async twin of :meth:`Servers.page`."""
+        return await self._s.execute(page_call(where, orderby, offset, count), retry)
 
     async def get(self, server_id: int, *, retry: RetryPolicy | None = None) -> Server:
         """One server by id."""
