@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -231,18 +232,24 @@ def test_a_reservation_refused_in_the_shared_write_takes_another_server(
 
 
 class ListingLimits(httpx.BaseTransport):
-    """The simulator's transport, noting how many servers each read of the free-server
-    listing asks for."""
+    """The simulator's transport, noting where each read of the free-server listing
+    starts, how many servers it asks for, and the ids it gets."""
 
     def __init__(self, inner: httpx.BaseTransport) -> None:
         self._inner = inner
         self.asked: list[int] = []
+        self.offsets: list[int] = []
+        self.got: list[list[int]] = []
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
+        response = self._inner.handle_request(request)
         if request.method == "GET" and url.path.endswith("/server") and "where" in url.params:
-            self.asked.append(int(url.params["limit"].split(",")[1]))
-        return self._inner.handle_request(request)
+            offset, count = url.params["limit"].split(",")
+            self.offsets.append(int(offset))
+            self.asked.append(int(count))
+            self.got.append([s["id"] for s in json.loads(response.read())["list"]])
+        return response
 
 
 def test_after_a_refusal_the_next_tick_reads_more_free_servers_at_once(
@@ -276,6 +283,39 @@ def test_after_a_refusal_the_next_tick_reads_more_free_servers_at_once(
         assert limits.asked[asked:] == [want]
     rows = [store.get(sid) for sid in [*sids, "T0", "T1", "T2"]]
     assert all(r is not None and r.state == ServiceState.ACTIVE.value for r in rows)
+
+
+def test_once_the_listing_is_long_a_ticks_first_read_starts_at_a_random_place(
+    make_prov: Callable[..., Provisioner],
+    store: StatusStore,
+    new_order: Callable[..., Order],
+) -> None:
+    """100 free servers of the configuration in the first module's location (10 pages):
+    the worker's first tick reads the first page and learns how many there are; its
+    next tick reads one page at a random place, and claims from it. (Workers reading
+    the first page at once pick the same servers; see ListingView.)"""
+    fake = FakeDCImanager.with_inventory(locations=2, servers_per_location=300, install_duration=0)
+    make = functools.partial(
+        make_prov, transport=fake.transport, catalog=make_catalog(fake, ipv4_count=0)
+    )
+    billing = make()
+    limits = ListingLimits(fake.transport)
+    prov = worker(make, store, transport=limits)
+    first = open_orders(billing, new_order, ORDERS)
+    assert prov.tick(max_services=8) == ORDERS
+    assert (limits.offsets, limits.asked) == ([0], [CLAIM_PAGE])
+    second = [f"T{i}" for i in range(ORDERS)]
+    for i, sid in enumerate(second):
+        billing.open(new_order(sid, email=f"t{i}@example.com"))
+    assert prov.tick(max_services=8) == ORDERS
+    assert limits.asked == [CLAIM_PAGE, CLAIM_PAGE]
+    assert 0 < limits.offsets[1] <= 100 - CLAIM_PAGE
+    rows = [store.get(sid) for sid in [*first, *second]]
+    assert all(r is not None and r.state == ServiceState.ACTIVE.value for r in rows)
+    servers = [r.server_id for r in rows if r is not None]
+    assert len(set(servers)) == 2 * ORDERS
+    assert set(servers[:ORDERS]) <= set(limits.got[0])
+    assert set(servers[ORDERS:]) <= set(limits.got[1])
 
 
 def test_a_service_refused_twice_claims_on_its_own(

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 import pytest
 
 from dci6bridge import Client
-from dci6bridge.client.models import Server
-from dci6bridge.provisioning._tick_reads import WIDE_PAGES, Contention, FreeServers, TickReads
+from dci6bridge.client.models import Page, Server
+from dci6bridge.provisioning._tick_reads import (
+    SPREAD_PAGES,
+    WIDE_PAGES,
+    FreeServers,
+    ListingView,
+    TickReads,
+)
 from dci6bridge.testing import FakeDCImanager
 
 
@@ -26,22 +33,24 @@ def servers() -> list[Server]:
 
 
 class Listing:
-    """The first ``n`` of ``free`` (which a test changes between reads), counting reads."""
+    """``n`` of ``free`` (which a test changes between reads) from ``offset`` on, with
+    their number, recording each read: ``n`` for a read at the front, else
+    ``(offset, n)``."""
 
     def __init__(self, free: list[Server]) -> None:
         self.free = free
-        self.asked: list[int] = []
+        self.asked: list[int | tuple[int, int]] = []
 
-    def __call__(self, n: int) -> list[Server]:
-        self.asked.append(n)
-        return self.free[:n]
+    def __call__(self, offset: int, n: int) -> Page[Server]:
+        self.asked.append((offset, n) if offset else n)
+        return Page(self.free[offset : offset + n], len(self.free))
 
 
 def no_holders(server_ids: list[int]) -> dict[int, str]:
     return {}
 
 
-def direct(read: Callable[[], list[Server]]) -> list[Server]:
+def direct(read: Callable[[], Page[Server]]) -> Page[Server]:
     return read()
 
 
@@ -79,7 +88,7 @@ def test_a_failed_read_keeps_the_one_before(servers: list[Server]) -> None:
     free = FreeServers(listing, 10, no_holders)
     free.first(1, direct)
 
-    def failing(read: Callable[[], list[Server]]) -> list[Server]:
+    def failing(read: Callable[[], Page[Server]]) -> Page[Server]:
         raise Boom
 
     with pytest.raises(Boom):
@@ -123,10 +132,10 @@ def test_the_first_read_is_one_page_while_nobody_else_takes_servers(
     servers: list[Server],
 ) -> None:
     listing = Listing(list(servers))
-    contention = Contention()
-    FreeServers(listing, 10, no_holders, contention=contention, max_pages=20).first(1, direct)
+    view = ListingView()
+    FreeServers(listing, 10, no_holders, view=view, max_pages=20).first(1, direct)
     assert listing.asked == [10]
-    assert contention.taken == 0
+    assert view.taken == 0
 
 
 def test_servers_seen_taken_widen_the_next_first_read(servers: list[Server]) -> None:
@@ -136,14 +145,14 @@ def test_servers_seen_taken_widen_the_next_first_read(servers: list[Server]) -> 
     def three_held(server_ids: list[int]) -> dict[int, str]:
         return {i: f"other-{i}" for i in server_ids[:3]}
 
-    contention = Contention()
+    view = ListingView()
     listing = Listing(list(servers))
-    FreeServers(listing, 5, three_held, contention=contention, max_pages=20).first(1, direct)
-    assert contention.taken == 3
-    FreeServers(listing, 5, no_holders, contention=contention, max_pages=20).first(1, direct)
+    FreeServers(listing, 5, three_held, view=view, max_pages=20).first(1, direct)
+    assert view.taken == 3
+    FreeServers(listing, 5, no_holders, view=view, max_pages=20).first(1, direct)
     assert listing.asked == [5, 5 * (WIDE_PAGES + 1)]
-    assert contention.taken == 0, "the wide read found nothing reserved"
-    FreeServers(listing, 5, no_holders, contention=contention, max_pages=20).first(1, direct)
+    assert view.taken == 0, "the wide read found nothing reserved"
+    FreeServers(listing, 5, no_holders, view=view, max_pages=20).first(1, direct)
     assert listing.asked[-1] == 5
 
 
@@ -154,31 +163,118 @@ def test_servers_seen_taken_widen_the_next_first_read(servers: list[Server]) -> 
 def test_the_wide_read_covers_the_servers_seen_taken_up_to_max_pages(
     taken: int, pages: int
 ) -> None:
-    contention = Contention()
-    contention.taken = taken
-    assert contention.first_pages(10, 20) == pages
+    view = ListingView()
+    view.taken = taken
+    assert view.first_pages(10, 20) == pages
 
 
 def test_a_wide_read_that_fails_leaves_nothing_and_is_tried_again(servers: list[Server]) -> None:
-    contention = Contention()
-    contention.taken = 2
+    view = ListingView()
+    view.taken = 2
     listing = Listing(list(servers))
-    free = FreeServers(listing, 10, no_holders, contention=contention, max_pages=20)
+    free = FreeServers(listing, 10, no_holders, view=view, max_pages=20)
 
-    def failing(read: Callable[[], list[Server]]) -> list[Server]:
+    def failing(read: Callable[[], Page[Server]]) -> Page[Server]:
         raise Boom
 
     with pytest.raises(Boom):
         free.first(1, failing)
-    assert contention.taken == 2, "a failed read saw nothing"
+    assert view.taken == 2, "a failed read saw nothing"
     assert free.first(1, direct).servers == servers[:25]  # all 25 there are
     assert listing.asked == [10 * (WIDE_PAGES + 1)]
 
 
-def test_tick_reads_keep_the_workers_contention_per_listing() -> None:
-    kept: dict[object, Contention] = {}
-    first = TickReads(kept).contention("listing")
+def test_tick_reads_keep_the_workers_view_of_each_listing() -> None:
+    kept: dict[object, ListingView] = {}
+    first = TickReads(kept).listing("listing")
     first.taken = 4
-    assert TickReads(kept).contention("listing") is first
-    assert TickReads(kept).contention("other").taken == 0
-    assert TickReads().contention("listing").taken == 0, "without the worker's: fresh"
+    assert TickReads(kept).listing("listing") is first
+    assert TickReads(kept).listing("other").taken == 0
+    assert TickReads().listing("listing").taken == 0, "without the worker's: fresh"
+
+
+@pytest.fixture
+def many() -> list[Server]:
+    """A listing long enough to be read at random places (30 pages of 10)."""
+    return [Server(id=i, name=f"s{i}") for i in range(1, 301)]
+
+
+def test_a_short_or_unknown_listing_is_read_at_the_front() -> None:
+    view = ListingView()
+    rng = random.Random(1)
+    assert view.spread_offset(10, rng) == 0, "length not known yet"
+    view.size = SPREAD_PAGES * 10 - 1
+    assert view.spread_offset(10, rng) == 0
+    view.size = SPREAD_PAGES * 10
+    offsets = {view.spread_offset(10, rng) for _ in range(3000)}
+    assert offsets == set(range(view.size - 10 + 1)), "anywhere a whole page fits"
+
+
+def test_the_first_read_of_a_tick_starts_at_a_random_place_once_the_length_is_known(
+    many: list[Server],
+) -> None:
+    listing = Listing(list(many))
+    view = ListingView()
+    first = FreeServers(listing, 10, no_holders, view=view, rng=random.Random(7))
+    assert first.first(1, direct).servers == many[:10], "the length is not known yet"
+    assert view.size == 300, "learnt from the read"
+    offset = random.Random(7).randrange(300 - 10 + 1)
+    free = FreeServers(listing, 10, no_holders, view=view, rng=random.Random(7))
+    page = free.first(1, direct)
+    assert (page.servers, page.offset, page.complete) == (many[offset : offset + 10], offset, False)
+    assert free.first(1, direct) is page, "every service's first try shares it"
+    assert listing.asked == [10, (offset, 10)]
+
+
+def test_when_the_random_page_runs_out_the_front_is_read(many: list[Server]) -> None:
+    """A service that found nothing for it in the tick's first read tries the first
+    pages at the front, which alone can tell that there are no more free servers."""
+    listing = Listing(list(many))
+    view = ListingView()
+    view.size = 300
+    free = FreeServers(listing, 10, no_holders, view=view, rng=random.Random(3))
+    assert free.first(1, direct).offset > 0
+    front = free.first(2, direct)
+    assert (front.servers, front.offset, front.complete) == (many[:20], 0, False)
+    assert free.first(1, direct) is front, "the front read serves the first try too"
+    assert free.first(2, direct) is front
+    assert free.first(3, direct).servers == many[:30]
+    assert len(listing.asked) == 3
+
+
+def test_a_random_page_past_the_shrunk_end_is_empty_but_not_the_end(
+    many: list[Server],
+) -> None:
+    listing = Listing(list(many))
+    view = ListingView()
+    view.size = 300  # from an earlier tick; 280 of them have been taken since
+    listing.free = many[:20]
+    free = FreeServers(listing, 10, no_holders, view=view, rng=random.Random(5))
+    page = free.first(1, direct)
+    assert (page.servers, page.complete) == ([], False)
+    assert view.size == 20, "the length learnt again: the next tick reads at the front"
+    front = free.first(2, direct)
+    assert (front.servers, front.complete) == (many[:20], False)
+    assert free.first(3, direct).complete
+    assert view.spread_offset(10, random.Random(5)) == 0
+
+
+def test_without_randomness_every_read_is_at_the_front(many: list[Server]) -> None:
+    listing = Listing(list(many))
+    view = ListingView()
+    view.size = 300
+    FreeServers(listing, 10, no_holders, view=view).first(1, direct)
+    assert listing.asked == [10]
+
+
+def test_a_random_page_counts_the_servers_it_finds_reserved(many: list[Server]) -> None:
+    def two_held(server_ids: list[int]) -> dict[int, str]:
+        return dict.fromkeys(server_ids[:2], "other")
+
+    view = ListingView()
+    view.size = 300
+    page = FreeServers(Listing(list(many)), 10, two_held, view=view, rng=random.Random(9)).first(
+        1, direct
+    )
+    assert page.offset > 0
+    assert (len(page.holders), view.taken) == (2, 2)

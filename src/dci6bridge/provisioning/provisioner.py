@@ -52,7 +52,7 @@ from dci6bridge.stores.base import Transition as Transition
 
 from ._failpoints import Failpoints
 from ._tails import TailWrites
-from ._tick_reads import Contention, TickReads
+from ._tick_reads import ListingView, TickReads
 from .events import Event, EventKind, OutboxRelay
 from .service import Service, service_from_row
 from .states import ServiceState, ServiceStatus, check_transition, status_of
@@ -223,9 +223,10 @@ class Provisioner:
         self._client_factory = client_factory
         self._clients: dict[str, Client] = {}
         self._templates: dict[tuple[str, int | None], dict[str, int]] = {}
-        #: what this worker saw of others taking servers, per free-server listing; the
-        #: threads of a Worker(concurrency=N) share it unlocked: it only sizes reads
-        self._contention: dict[Hashable, Contention] = {}
+        #: what this worker saw of each free-server listing (its length, others taking
+        #: its servers); the threads of a Worker(concurrency=N) share it unlocked: it
+        #: only places and sizes reads
+        self._listings: dict[Hashable, ListingView] = {}
         self._lock = threading.Lock()
         if self.settings.unsafe_skip_readback:
             log.warning("UNSAFE: read-back before re-issuing remote calls is disabled")
@@ -508,7 +509,7 @@ class Provisioner:
         if leases:
             self.failpoints.hit("after:store.acquire")
         tails = TailWrites(self.store)
-        reads = TickReads(self._contention)
+        reads = TickReads(self._listings)
         running = [
             self._context(
                 lease,
@@ -574,7 +575,7 @@ class Provisioner:
             # tick-mate picks it either); after that, or for a crashed attempt's claim,
             # it runs again on its own, candidate by candidate, one write each.
             ctx.refusals += 1
-            why.contention.taken += 1
+            why.listing.taken += 1
             if isinstance(outcome, StaleState) or ctx.refusals > LOCKSTEP_REFUSALS:
                 ctx.lockstep = False
             return True

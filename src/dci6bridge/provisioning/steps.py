@@ -51,7 +51,7 @@ from dci6bridge.stores.base import (
 
 from ._failpoints import Failpoints
 from ._tails import TailWrites
-from ._tick_reads import Contention, FreeServers, TickReads
+from ._tick_reads import FreeServers, ListingView, TickReads
 from .events import CREATED_AT_KEY, EventKind
 from .passwords import generate_password
 from .states import ServiceState
@@ -177,7 +177,7 @@ class Reserve:
     singleton: str | None
     then: Advance
     #: of the listing the server was picked from: a refusal counts there
-    contention: Contention
+    listing: ListingView
 
 
 Outcome = Advance | Wait | Fail | Retry | Idle | Reserve
@@ -760,21 +760,23 @@ def _claiming_server(ctx: StepContext) -> Outcome:
     where = Q.free() & (Q("configuration") == cfg) & (Q("location_id") == location)
     client = ctx.client()
     key = ("servers.list", module.url, cfg, location)
-    contention = ctx.reads.contention(key)
+    listing = ctx.reads.listing(key)
     free = ctx.shared(
         key,
         lambda: FreeServers(
-            lambda n: list(client.servers.list(where=where, page_size=n, limit=n)),
+            lambda offset, n: client.servers.page(where, offset=offset, count=n),
             CLAIM_PAGE,
             ctx.store.server_claims,
-            contention=contention,
+            view=listing,
             max_pages=MAX_CLAIM_PAGES,
+            rng=ctx.rng,
         ),
     )
     sid = ctx.service_id
     reserved_by_others = 0
     for pages in range(1, MAX_CLAIM_PAGES + 1):
-        # the first pages, read together (see FreeServers): those of earlier tries are
+        # the tick's first read (one page, anywhere in the listing), then the first pages
+        # at the front, read together (see FreeServers): servers of earlier tries are
         # looked at again, and skipped if they were taken meanwhile
         first = free.first(pages, lambda read: ctx.call("servers.list", read))
         # the remote filter covers owner and is_new only; check the rest of the rules here
@@ -801,12 +803,12 @@ def _claiming_server(ctx: StepContext) -> Outcome:
             if ctx.lockstep:
                 # reserved in the tick's shared write (see Provisioner._reserved for a
                 # refusal)
-                return Reserve(server, _user_singleton(ctx), claimed, contention)
+                return Reserve(server, _user_singleton(ctx), claimed, listing)
             if _reserve(ctx, server.id, singleton=_user_singleton(ctx)):
                 ctx.seen[server.id] = server
                 return claimed
             reserved_by_others += 1
-            contention.taken += 1
+            listing.taken += 1
         if first.complete:
             break
         # every server read so far is reserved by another service (in flight, or a
