@@ -32,7 +32,9 @@ event arrived.
 **Throughput with 1, 2 and 4 workers** (``--workers``; threads, each with its own store
 connection and ``Provisioner``): all orders opened, then provisioned by the threads;
 orders/s, ms/order (wall time over the orders), the threads' CPU per order, writes and
-store calls per order, and ms/order against the bare calls of the same orders, which
+store calls per order, the share of server reservations the store refused (another
+worker held the server), reads of free servers per order, and ms/order against the bare
+calls of the same orders, which
 take turns with the threads: every ``--chunk`` activations the threads wait between two
 ticks while the bare calls provision the next ``--chunk`` orders (that time is not
 counted); ``--rounds`` runs of each, and their medians.
@@ -77,6 +79,7 @@ from dci6bridge.provisioning import EventKind
 from dci6bridge.provisioning._failpoints import Failpoints
 from dci6bridge.provisioning.states import IN_FLIGHT
 from dci6bridge.provisioning.steps import CLAIM_PAGE  # the orchestrator's page of free servers
+from dci6bridge.stores.base import Advanced
 from dci6bridge.testing import FakeDCImanager
 
 CONFIGURATION = "E3-1230v6-64Gb-2x480SSD"
@@ -119,25 +122,56 @@ class TimedTransport(httpx.BaseTransport):
             self._watch.add(time.perf_counter() - start)
 
 
-class TimedStore:
-    """A status store whose every method call is timed (attributes pass through)."""
+class Reservations:
+    """Server reservations the workers asked the store for, and how many it refused
+    (another worker held the server), counted from the store's answers."""
 
-    def __init__(self, inner: Any, watch: Stopwatch) -> None:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.asked = 0
+        self.refused = 0
+
+    def note(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], got: Any) -> None:
+        """Count the reservations in a call to ``name`` and its answer ``got``."""
+        if name == "advance_many":
+            answers = [(r.reserve_server, out) for r, out in zip(args[0], got, strict=True)]
+        elif name == "advance":
+            answers = [(kwargs.get("reserve_server"), got)]
+        else:
+            return
+        with self._lock:
+            for server, out in answers:
+                if server is not None:
+                    self.asked += 1
+                    self.refused += not (isinstance(out, Advanced) and out.reserved)
+
+
+class TimedStore:
+    """A status store whose every method call is timed (attributes pass through), its
+    reservations counted if ``reservations`` is given."""
+
+    def __init__(
+        self, inner: Any, watch: Stopwatch, reservations: Reservations | None = None
+    ) -> None:
         self._inner = inner
         self._watch = watch
+        self._reservations = reservations
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._inner, name)
         if not callable(value):
             return value
-        watch = self._watch
+        watch, reservations = self._watch, self._reservations
 
         def timed(*args: Any, **kwargs: Any) -> Any:
             start = time.perf_counter()
             try:
-                return value(*args, **kwargs)
+                got = value(*args, **kwargs)
             finally:
                 watch.add(time.perf_counter() - start)
+            if reservations is not None:
+                reservations.note(name, args, kwargs, got)
+            return got
 
         return timed
 
@@ -245,6 +279,7 @@ def run_orchestrator(
     fake = make_fake(orders)
     catalog = make_catalog(fake)
     sim, store_watch = Stopwatch(), Stopwatch()
+    reservations = Reservations()
     transport = TimedTransport(fake.transport, sim, latency)
     stores: list[Any] = []
     delivered: list[Event] = []  # billing's callback: the workers relay every event
@@ -254,7 +289,7 @@ def run_orchestrator(
         stores.append(store)
         return Provisioner(
             catalog,
-            TimedStore(store, store_watch),  # type: ignore[arg-type]
+            TimedStore(store, store_watch, reservations),  # type: ignore[arg-type]
             transport=transport,
             poll_interval=0.0,
             worker_id=worker_id,
@@ -348,6 +383,8 @@ def run_orchestrator(
         "thread_ms_per_order": 1000 * wall * workers / orders,
         "store_ms_per_order": 1000 * store_watch.seconds / orders,
         "store_calls_per_order": store_watch.calls / orders,
+        "refused": reservations.refused / max(1, reservations.asked),
+        "lists_per_order": _routes(fake, orders).get("servers.list", 0.0),
         "sim_ms_per_order": 1000 * sim.seconds / orders,
         "requests_per_order": requests / orders,
         "routes_per_order": _routes(fake, orders),
@@ -768,8 +805,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(
                 f"{'round':<7}{'store':<11}{'workers':>8}{'orders/s':>10}{'ms/order':>10}"
-                f"{'cpu ms':>8}{'store ms':>10}{'writes':>8}{'store calls':>13}{'bare ms':>9}"
-                f"{'vs bare':>9}{'vs bare+check':>15}"
+                f"{'cpu ms':>8}{'store ms':>10}{'writes':>8}{'store calls':>13}{'refused':>9}"
+                f"{'lists':>7}{'bare ms':>9}{'vs bare':>9}{'vs bare+check':>15}"
             )
             for round_no in range(1, args.rounds + 1):
                 for kind in kinds:
@@ -788,13 +825,16 @@ def main(argv: list[str] | None = None) -> int:
                             f"{round_no:<7}{kind:<11}{n:>8}{r['orders_per_s']:>10.1f}"
                             f"{r['ms_per_order']:>10.2f}{r['cpu_ms_per_order']:>8.2f}"
                             f"{r['store_ms_per_order']:>10.2f}{r['writes_per_order']:>8.2f}"
-                            f"{r['store_calls_per_order']:>13.1f}{r['bare_ms_per_order']:>9.2f}"
+                            f"{r['store_calls_per_order']:>13.1f}{100 * r['refused']:>8.0f}%"
+                            f"{r['lists_per_order']:>7.2f}{r['bare_ms_per_order']:>9.2f}"
                             f"{100 * r['vs_bare']:>+8.0f}%{100 * r['vs_bare+check']:>+14.0f}%"
                         )
             print(
                 "ms/order: wall time over the orders (1 / throughput); cpu ms: the worker "
-                "threads' CPU time per order, summed; vs bare: ms/order against the bare "
-                "calls' (target <= +25 %)"
+                "threads' CPU time per order, summed; refused: the server reservations the "
+                "store refused (another worker held the server); lists: reads of free "
+                "servers per order; vs bare: ms/order against the bare calls' "
+                "(target <= +25 %)"
             )
             for kind in kinds:
                 for n in workers:

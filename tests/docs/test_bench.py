@@ -53,6 +53,10 @@ def test_provision(run_script: RunScript, tmp_path: Path, pg_url: str) -> None:
         for base in ("bare", "bare+check"):
             assert run[f"{base}_ms_per_order"] > 0
             assert isinstance(run[f"vs_{base}"], float)
+        assert run["lists_per_order"] > 0
+        assert 0 <= run["refused"] < 1
+    for store in ("sqlite", "postgresql"):
+        assert runs[store, 1]["refused"] == 0, "a worker alone is never refused a server"
     assert "against the bare calls' (target <= +25 %)" in out
     assert "postgresql, 2 worker(s), median of 1 round(s)" in out
 
