@@ -285,37 +285,51 @@ def test_after_a_refusal_the_next_tick_reads_more_free_servers_at_once(
     assert all(r is not None and r.state == ServiceState.ACTIVE.value for r in rows)
 
 
-def test_once_the_listing_is_long_a_ticks_first_read_starts_at_a_random_place(
+def test_among_other_workers_a_ticks_first_read_of_a_long_listing_starts_at_random(
     make_prov: Callable[..., Provisioner],
     store: StatusStore,
     new_order: Callable[..., Order],
 ) -> None:
-    """100 free servers of the configuration in the first module's location (10 pages):
-    the worker's first tick reads the first page and learns how many there are; its
-    next tick reads one page at a random place, and claims from it. (Workers reading
+    """100 free servers of the configuration in the first module's location (10 pages).
+    A worker alone reads the first page, tick after tick. Once another worker took a
+    server it was about to reserve, its next tick reads one page at a random place
+    (the listing's length learnt from its reads), and claims from it. (Workers reading
     the first page at once pick the same servers; see ListingView.)"""
     fake = FakeDCImanager.with_inventory(locations=2, servers_per_location=300, install_duration=0)
     make = functools.partial(
         make_prov, transport=fake.transport, catalog=make_catalog(fake, ipv4_count=0)
     )
     billing = make()
+    rivals = rival_leases(billing, store, new_order, ["R"])
     limits = ListingLimits(fake.transport)
-    prov = worker(make, store, transport=limits)
+    snatch, snatched = snatcher(store, rivals)
+    hold = {"on": False}
+    prov = worker(
+        make, StoreSpy(store, lambda r: snatch(r) if hold["on"] else None), transport=limits
+    )
+    alone = [f"A{i}" for i in range(ORDERS)]
+    for i, sid in enumerate(alone):
+        billing.open(new_order(sid, email=f"a{i}@example.com"))
+    assert prov.tick(max_services=8) == ORDERS
+    assert (limits.offsets, limits.asked) == ([0], [CLAIM_PAGE]), "alone: the first page"
+    hold["on"] = True
     first = open_orders(billing, new_order, ORDERS)
     assert prov.tick(max_services=8) == ORDERS
-    assert (limits.offsets, limits.asked) == ([0], [CLAIM_PAGE])
+    assert len(snatched) == 1
+    assert limits.offsets == [0, 0], "the front, until others were seen"
     second = [f"T{i}" for i in range(ORDERS)]
     for i, sid in enumerate(second):
         billing.open(new_order(sid, email=f"t{i}@example.com"))
+    asked = len(limits.asked)
     assert prov.tick(max_services=8) == ORDERS
-    assert limits.asked == [CLAIM_PAGE, CLAIM_PAGE]
-    assert 0 < limits.offsets[1] <= 100 - CLAIM_PAGE
-    rows = [store.get(sid) for sid in [*first, *second]]
+    assert limits.asked[asked:] == [CLAIM_PAGE]
+    assert 0 < limits.offsets[asked] <= 100 - CLAIM_PAGE
+    rows = [store.get(sid) for sid in [*alone, *first, *second]]
     assert all(r is not None and r.state == ServiceState.ACTIVE.value for r in rows)
     servers = [r.server_id for r in rows if r is not None]
-    assert len(set(servers)) == 2 * ORDERS
-    assert set(servers[:ORDERS]) <= set(limits.got[0])
-    assert set(servers[ORDERS:]) <= set(limits.got[1])
+    assert len(set(servers)) == 3 * ORDERS
+    assert snatched[0] not in servers
+    assert set(servers[-ORDERS:]) <= set(limits.got[asked])
 
 
 def test_a_service_refused_twice_claims_on_its_own(

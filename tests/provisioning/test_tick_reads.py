@@ -199,15 +199,35 @@ def many() -> list[Server]:
     return [Server(id=i, name=f"s{i}") for i in range(1, 301)]
 
 
-def test_a_short_or_unknown_listing_is_read_at_the_front() -> None:
+def crowded(size: int | None) -> ListingView:
+    """A view of a listing of ``size`` free servers that others were seen taking."""
     view = ListingView()
+    view.saw(1, size)
+    return view
+
+
+def test_a_short_or_unknown_listing_is_read_at_the_front() -> None:
     rng = random.Random(1)
-    assert view.spread_offset(10, rng) == 0, "length not known yet"
-    view.size = SPREAD_PAGES * 10 - 1
-    assert view.spread_offset(10, rng) == 0
-    view.size = SPREAD_PAGES * 10
+    assert crowded(None).spread_offset(10, rng) == 0, "length not known yet"
+    assert crowded(SPREAD_PAGES * 10 - 1).spread_offset(10, rng) == 0
+    view = crowded(SPREAD_PAGES * 10)
     offsets = {view.spread_offset(10, rng) for _ in range(3000)}
-    assert offsets == set(range(view.size - 10 + 1)), "anywhere a whole page fits"
+    assert offsets == set(range(SPREAD_PAGES * 10 - 10 + 1)), "anywhere a whole page fits"
+
+
+def test_a_worker_alone_reads_at_the_front_until_it_sees_others() -> None:
+    rng = random.Random(1)
+    view = ListingView()
+    view.saw(0, 300)
+    assert {view.spread_offset(10, rng) for _ in range(100)} == {0}
+    view.refused()
+    assert (view.crowded, view.taken) == (True, 1)
+    assert view.spread_offset(10, rng) > 0
+    view.saw(0, 300)
+    assert view.crowded, "others may still be at it: sticks"
+    seen = ListingView()
+    seen.saw(2, 300)
+    assert (seen.crowded, seen.taken) == (True, 2)
 
 
 def test_the_first_read_of_a_tick_starts_at_a_random_place_once_the_length_is_known(
@@ -215,6 +235,7 @@ def test_the_first_read_of_a_tick_starts_at_a_random_place_once_the_length_is_kn
 ) -> None:
     listing = Listing(list(many))
     view = ListingView()
+    view.refused()  # others were seen taking servers
     first = FreeServers(listing, 10, no_holders, view=view, rng=random.Random(7))
     assert first.first(1, direct).servers == many[:10], "the length is not known yet"
     assert view.size == 300, "learnt from the read"
@@ -230,8 +251,7 @@ def test_when_the_random_page_runs_out_the_front_is_read(many: list[Server]) -> 
     """A service that found nothing for it in the tick's first read tries the first
     pages at the front, which alone can tell that there are no more free servers."""
     listing = Listing(list(many))
-    view = ListingView()
-    view.size = 300
+    view = crowded(300)
     free = FreeServers(listing, 10, no_holders, view=view, rng=random.Random(3))
     assert free.first(1, direct).offset > 0
     front = free.first(2, direct)
@@ -246,8 +266,7 @@ def test_a_random_page_past_the_shrunk_end_is_empty_but_not_the_end(
     many: list[Server],
 ) -> None:
     listing = Listing(list(many))
-    view = ListingView()
-    view.size = 300  # from an earlier tick; 280 of them have been taken since
+    view = crowded(300)  # from an earlier tick; 280 of them have been taken since
     listing.free = many[:20]
     free = FreeServers(listing, 10, no_holders, view=view, rng=random.Random(5))
     page = free.first(1, direct)
@@ -261,18 +280,15 @@ def test_a_random_page_past_the_shrunk_end_is_empty_but_not_the_end(
 
 def test_without_randomness_every_read_is_at_the_front(many: list[Server]) -> None:
     listing = Listing(list(many))
-    view = ListingView()
-    view.size = 300
-    FreeServers(listing, 10, no_holders, view=view).first(1, direct)
-    assert listing.asked == [10]
+    FreeServers(listing, 10, no_holders, view=crowded(300), max_pages=20).first(1, direct)
+    assert listing.asked == [10 * (WIDE_PAGES + 1)], "wide: others take servers"
 
 
 def test_a_random_page_counts_the_servers_it_finds_reserved(many: list[Server]) -> None:
     def two_held(server_ids: list[int]) -> dict[int, str]:
         return dict.fromkeys(server_ids[:2], "other")
 
-    view = ListingView()
-    view.size = 300
+    view = crowded(300)
     page = FreeServers(Listing(list(many)), 10, two_held, view=view, rng=random.Random(9)).first(
         1, direct
     )

@@ -54,15 +54,17 @@ class ListingView:
 
     Reserved servers lead the listing until their owners are set, and workers picking
     among the same first free servers pick the same ones: their reservations are
-    refused, and each refusal costs a write and often another read. So the first read
-    of a tick starts at a random place once the listing is long enough
-    (:meth:`spread_offset`), and a read at the front, once others are seen at it, asks
-    for :data:`WIDE_PAGES` pages more than the servers seen taken fill
-    (:meth:`first_pages`). Measured with 4 worker threads on PostgreSQL
-    (``bench/provision.py``, 1,000 orders): reading one page at the front, 39-42 % of
-    the reservations were refused; reading wide there, 21-25 %; starting at random
-    places, 6-10 % (most of them the first tick of each worker, before it knows the
-    listing's length), with the listing read 0.16 times per order instead of 0.23.
+    refused, and each refusal costs a write and often another read. So once others have
+    been seen taking servers of the listing, the first read of a tick starts at a random
+    place in it if it is long enough (:meth:`spread_offset`), and a read at the front
+    asks for :data:`WIDE_PAGES` pages more than the servers seen taken fill
+    (:meth:`first_pages`). A worker alone picks among the first free servers.
+
+    Measured with 4 worker threads on PostgreSQL (``bench/provision.py``, 1,000 orders):
+    reading one page at the front, 39-42 % of the reservations were refused; reading
+    wide there, 21-26 %; starting at random places, 7-9 % (most of them at each
+    worker's first ticks, before it has seen the others, and near the end of the
+    inventory), with the listing read 0.16-0.17 times per order instead of 0.23.
     """
 
     def __init__(self) -> None:
@@ -70,6 +72,20 @@ class ListingView:
         self.taken = 0
         #: free servers in the listing as of the latest read (``None``: not known)
         self.size: int | None = None
+        #: others have been seen taking servers of the listing (and may be still)
+        self.crowded = False
+
+    def saw(self, reserved: int, size: int | None) -> None:
+        """Take in a read that found ``reserved`` of its servers reserved by other
+        services, in a listing of ``size`` free servers."""
+        self.taken = reserved
+        self.size = size
+        self.crowded = self.crowded or reserved > 0
+
+    def refused(self) -> None:
+        """Count a reservation refused because another service holds the server."""
+        self.taken += 1
+        self.crowded = True
 
     def first_pages(self, page_size: int, max_pages: int) -> int:
         """Pages a tick's first read at the front asks for: one while nobody else was
@@ -80,11 +96,11 @@ class ListingView:
         return max(1, min(max_pages, WIDE_PAGES + -(-self.taken // page_size)))
 
     def spread_offset(self, page_size: int, rng: random.Random) -> int:
-        """Where a tick's first read starts: anywhere a whole page fits, once the latest
-        read found the listing :data:`SPREAD_PAGES` pages long or longer; else at the
-        front (0)."""
+        """Where a tick's first read starts: anywhere a whole page fits, once others
+        were seen taking servers and the latest read found the listing
+        :data:`SPREAD_PAGES` pages long or longer; else at the front (0)."""
         size = self.size  # once: the threads of a Worker share the view unlocked
-        if size is None or size < SPREAD_PAGES * page_size:
+        if not self.crowded or size is None or size < SPREAD_PAGES * page_size:
             return 0
         return rng.randrange(size - page_size + 1)
 
@@ -92,10 +108,11 @@ class ListingView:
 class FreeServers:
     """Free servers of one listing, read lazily and kept for one tick.
 
-    The tick's first read is one page at a random place in the listing
-    (:meth:`ListingView.spread_offset`): workers that start reading at the same place
-    pick the same servers and have their reservations refused. When that page runs out
-    for a service (its servers taken), and always for a short listing, the first ``k``
+    While other workers take servers of the listing, the tick's first read is one page
+    at a random place in it (:meth:`ListingView.spread_offset`): workers that start
+    reading at the same place pick the same servers and have their reservations
+    refused. When that page runs out for a service (its servers taken), and always for
+    a short listing or a worker alone, the first ``k``
     pages are read at the front in one request for ``k * page_size`` servers, which
     replaces what was read before: a list read page by page by offset shifts as servers
     get their owners, so a page read later at its offset would skip the servers that
@@ -171,8 +188,7 @@ class FreeServers:
         got = page.items
         held = self._holders([s.id for s in got]) if got else {}
         self._last = FreePage(got, held, complete=not offset and len(got) < count, offset=offset)
-        self._view.taken = len(held)
-        self._view.size = page.size
+        self._view.saw(len(held), page.size)
         return self._last
 
 

@@ -575,7 +575,7 @@ class Provisioner:
             # tick-mate picks it either); after that, or for a crashed attempt's claim,
             # it runs again on its own, candidate by candidate, one write each.
             ctx.refusals += 1
-            why.listing.taken += 1
+            why.listing.refused()
             if isinstance(outcome, StaleState) or ctx.refusals > LOCKSTEP_REFUSALS:
                 ctx.lockstep = False
             return True

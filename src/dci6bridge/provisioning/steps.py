@@ -808,7 +808,7 @@ def _claiming_server(ctx: StepContext) -> Outcome:
                 ctx.seen[server.id] = server
                 return claimed
             reserved_by_others += 1
-            listing.taken += 1
+            listing.refused()
         if first.complete:
             break
         # every server read so far is reserved by another service (in flight, or a
