@@ -323,3 +323,19 @@ def test_the_postgres_store_replays_the_memory_store_run(pg_store_url: str) -> N
     on_postgres = run_simulation(11, config)
     _assert_ok(on_postgres)
     assert on_postgres.digest == run_simulation(11).digest
+
+
+#: seeds of the long-listing run (each about 1-2 s on one core)
+LONG_LISTING_SEEDS = 24
+
+
+def test_seeds_with_a_long_listing_of_free_servers(sim_processes: int) -> None:
+    """100 free servers per location: workers that see each other take servers read a
+    page at a random place (ListingView), under the same faults; every seed must end
+    clean, and the runs must have read at random places at all."""
+    config = SimulationConfig(orders=24, servers_per_location=100, requests=20)
+    results = run_many(range(LONG_LISTING_SEEDS), config, processes=sim_processes)
+    failed = [r for r in results if not r.ok]
+    assert not failed, "\\n".join([*(r.summary() for r in failed), failed[0].failure_message()])
+    off_front = [r.counts["lists_off_front"] for r in results]
+    assert sum(1 for n in off_front if n) >= LONG_LISTING_SEEDS // 2, off_front

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from contextlib import closing
 
 import httpx
@@ -91,3 +92,19 @@ def test_lost_answers_are_recorded_as_lost_when_served() -> None:
         200,
         True,
     )
+
+
+def test_requests_record_their_query_parameters_but_not_the_auth_services() -> None:
+    fake = FakeDCImanager.with_inventory(locations=1, servers_per_location=5)
+    with closing(api(fake)) as http:
+        ok(http.get("dci/v3/server", params={"where": "location_id EQ 1", "limit": "3,2"}))
+        http.post("auth/v4/public/token", params={"password": "hunter2"}, json={})
+    state = fake.state
+    listing, login_again = state.requests[-2:]
+    assert (listing.route, dict(listing.query)) == (
+        "servers.list",
+        {"where": "location_id EQ 1", "limit": "3,2"},
+    )
+    assert state.requests[0].query == login_again.query == (), "auth routes: none kept"
+    assert "hunter2" not in repr(state.to_json())
+    assert type(state).from_json(json.loads(json.dumps(state.to_json()))).requests == state.requests

@@ -775,9 +775,10 @@ def _claiming_server(ctx: StepContext) -> Outcome:
     sid = ctx.service_id
     reserved_by_others = 0
     for pages in range(1, MAX_CLAIM_PAGES + 1):
-        # the tick's first read (one page, anywhere in the listing), then the first pages
-        # at the front, read together (see FreeServers): servers of earlier tries are
-        # looked at again, and skipped if they were taken meanwhile
+        # the tick's first read (one page; at a random place once other workers were
+        # seen taking servers), then the first pages at the front, read together (see
+        # FreeServers): servers of earlier tries are looked at again, and skipped if
+        # they were taken meanwhile
         first = free.first(pages, lambda read: ctx.call("servers.list", read))
         # the remote filter covers owner and is_new only; check the rest of the rules here
         fitting = [

@@ -210,7 +210,7 @@ class App:
                 status, result = exc.status, exc.body
             lost = self._maybe_lost(name)
             delay = self._latency()
-            world.record(method, name, status, lost)
+            world.record(method, name, status, lost, None if auth_service else query)
         return Reply(status, result, name, lost, delay)
 
     # ------------------------------------------------------------------ faults

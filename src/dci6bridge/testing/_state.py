@@ -95,6 +95,11 @@ class InstallRecord:
     operation_id: int
 
 
+def _pairs(value: Mapping[str, str] | Any) -> tuple[tuple[str, str], ...]:
+    items = value.items() if isinstance(value, Mapping) else value
+    return tuple((str(k), str(v)) for k, v in items)
+
+
 @attrs.frozen
 class RequestRecord:
     """One request the simulator answered (or whose answer it lost)."""
@@ -104,6 +109,9 @@ class RequestRecord:
     route: str
     status: int
     lost: bool = False
+    #: its query parameters (``where``, ``orderby``, ``limit``, ...) as ``(name, value)``
+    #: pairs; none are kept for the auth service's routes
+    query: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_pairs)
 
 
 def _frozen_map(value: Mapping[int, Any]) -> Mapping[int, Any]:

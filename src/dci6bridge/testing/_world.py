@@ -509,8 +509,17 @@ class World:
 
     # ------------------------------------------------------------------ ground truth
 
-    def record(self, method: str, route: str, status: int, lost: bool = False) -> None:
-        self.requests.append(RequestRecord(self.clock.now(), method, route, status, lost))
+    def record(
+        self,
+        method: str,
+        route: str,
+        status: int,
+        lost: bool = False,
+        query: Mapping[str, str] | None = None,
+    ) -> None:
+        self.requests.append(
+            RequestRecord(self.clock.now(), method, route, status, lost, query or {})
+        )
 
     def snapshot(self) -> SimulatorState:
         self.settle()

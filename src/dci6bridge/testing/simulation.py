@@ -643,6 +643,13 @@ class _Run:
         self.counts["workers_started"] = sum(self.incarnations.values())
         self.counts["events_delivered"] = len(self.deliveries)
         self.counts["virtual_seconds"] = int(self.clock.now() - self.start)
+        # reads of free servers that started past the first one (a worker among others
+        # reading a long listing at a random place)
+        self.counts["lists_off_front"] = sum(
+            1
+            for r in self.fake.state.requests
+            if r.route == "servers.list" and _offset(dict(r.query).get("limit", "")) > 0
+        )
         for row in self.store.services():
             self.counts[f"final_{row.state}"] += 1
         history = {
@@ -668,6 +675,12 @@ class _Run:
             counts=dict(self.counts),
             history=history,
         )
+
+
+def _offset(limit: str) -> int:
+    """Where a ``limit=offset,count`` (or ``limit=count``) read starts."""
+    first, comma, _ = limit.partition(",")
+    return int(first) if comma and first.isdigit() else 0
 
 
 def run_many(
