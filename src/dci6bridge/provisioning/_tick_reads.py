@@ -112,11 +112,11 @@ class FreeServers:
     at a random place in it (:meth:`ListingView.spread_offset`): workers that start
     reading at the same place pick the same servers and have their reservations
     refused. When that page runs out for a service (its servers taken), and always for
-    a short listing or a worker alone, the first ``k``
-    pages are read at the front in one request for ``k * page_size`` servers, which
-    replaces what was read before: a list read page by page by offset shifts as servers
-    get their owners, so a page read later at its offset would skip the servers that
-    moved into the pages before it (near the end of an inventory, the only free ones).
+    a short listing or a worker alone, the first ``k`` pages are read at the front in
+    one request for ``k * page_size`` servers, which replaces what was read before: a
+    list read page by page by offset shifts as servers get their owners, so a page read
+    later at its offset would skip the servers that moved into the pages before it
+    (near the end of an inventory, the only free ones).
     Only a read at the front can find that there are no more free servers.
 
     DCImanager shows a server free until its owner is set, which happens only after the
@@ -165,7 +165,8 @@ class FreeServers:
         wanted = pages * self._page_size
         last = self._last
         if last is None:
-            offset = self._view.spread_offset(self._page_size, self._rng) if self._rng else 0
+            rng = self._rng
+            offset = 0 if rng is None else self._view.spread_offset(self._page_size, rng)
             if offset:
                 return self._read(offset, self._page_size, call)
         elif last.offset:
