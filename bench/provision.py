@@ -34,10 +34,10 @@ connection and ``Provisioner``): all orders opened, then provisioned by the thre
 orders/s, ms/order (wall time over the orders), the threads' CPU per order, writes and
 store calls per order, the share of server reservations the store refused (another
 worker held the server), reads of free servers per order, and ms/order against the bare
-calls of the same orders, which
-take turns with the threads: every ``--chunk`` activations the threads wait between two
-ticks while the bare calls provision the next ``--chunk`` orders (that time is not
-counted); ``--rounds`` runs of each, and their medians.
+calls of the same orders, which take turns with the threads: every ``--chunk``
+activations the threads wait between two ticks while the bare calls provision the next
+``--chunk`` orders (that time is not counted); ``--rounds`` runs of each, and their
+medians.
 Threads share one interpreter (the in-process simulator cannot be shared by processes),
 so more threads add lock and GIL waits rather than throughput.
 
@@ -143,7 +143,8 @@ class Reservations:
             for server, out in answers:
                 if server is not None:
                     self.asked += 1
-                    self.refused += not (isinstance(out, Advanced) and out.reserved)
+                    # (a fencing error in its place is not a refusal of the server)
+                    self.refused += isinstance(out, Advanced) and out.reserved is False
 
 
 class TimedStore:
@@ -366,6 +367,7 @@ def run_orchestrator(
     check_activations(delivered, orders)
     writes = sum(s.write_count for s in stores)
     requests = len(fake.state.requests)
+    routes = _routes(fake, orders)
     for p in [opener, *provs]:
         p.close_clients()
     for s in stores:
@@ -384,10 +386,10 @@ def run_orchestrator(
         "store_ms_per_order": 1000 * store_watch.seconds / orders,
         "store_calls_per_order": store_watch.calls / orders,
         "refused": reservations.refused / max(1, reservations.asked),
-        "lists_per_order": _routes(fake, orders).get("servers.list", 0.0),
+        "lists_per_order": routes.get("servers.list", 0.0),
         "sim_ms_per_order": 1000 * sim.seconds / orders,
         "requests_per_order": requests / orders,
-        "routes_per_order": _routes(fake, orders),
+        "routes_per_order": routes,
     }
 
 
