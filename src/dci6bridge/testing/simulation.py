@@ -64,6 +64,7 @@ from dci6bridge.stores.memory import MemoryStore
 
 from ._fake import FakeDCImanager
 from ._faults import Faults
+from ._filters import parse_limit
 from ._sim_billing import Billing
 from ._sim_checks import active_not_ready, deliveries, install_stays, offenders, shared_servers
 from ._sim_fiber import Fiber, Hooks, Message
@@ -638,7 +639,8 @@ class _Run:
         )
         service_ids = [o.service_id for o in self.orders]
         violations += deliveries(self.store, service_ids, self.deliveries)
-        violations += install_stays(self.store, self.fake.state.installs, self.start)
+        state = self.fake.state
+        violations += install_stays(self.store, state.installs, self.start)
         self.counts.update(billing.counts)
         self.counts["workers_started"] = sum(self.incarnations.values())
         self.counts["events_delivered"] = len(self.deliveries)
@@ -647,8 +649,8 @@ class _Run:
         # reading a long listing at a random place)
         self.counts["lists_off_front"] = sum(
             1
-            for r in self.fake.state.requests
-            if r.route == "servers.list" and _offset(dict(r.query).get("limit", "")) > 0
+            for r in state.requests
+            if r.route == "servers.list" and parse_limit(dict(r.query).get("limit", "0"))[0] > 0
         )
         for row in self.store.services():
             self.counts[f"final_{row.state}"] += 1
@@ -675,12 +677,6 @@ class _Run:
             counts=dict(self.counts),
             history=history,
         )
-
-
-def _offset(limit: str) -> int:
-    """Where a ``limit=offset,count`` (or ``limit=count``) read starts."""
-    first, comma, _ = limit.partition(",")
-    return int(first) if comma and first.isdigit() else 0
 
 
 def run_many(
