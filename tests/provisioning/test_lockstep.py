@@ -57,10 +57,12 @@ def fake() -> FakeDCImanager:
     return FakeDCImanager.with_inventory(locations=2, servers_per_location=30, install_duration=0)
 
 
-def open_orders(prov: Provisioner, new_order: Callable[..., Order], n: int) -> list[str]:
-    sids = [f"S{i}" for i in range(n)]
+def open_orders(
+    prov: Provisioner, new_order: Callable[..., Order], n: int, prefix: str = "S", mail: str = "c"
+) -> list[str]:
+    sids = [f"{prefix}{i}" for i in range(n)]
     for i, sid in enumerate(sids):
-        prov.open(new_order(sid, email=f"c{i}@example.com"))
+        prov.open(new_order(sid, email=f"{mail}{i}@example.com"))
     return sids
 
 
@@ -302,25 +304,17 @@ def test_among_other_workers_a_ticks_first_read_of_a_long_listing_starts_at_rand
     billing = make()
     rivals = rival_leases(billing, store, new_order, ["R"])
     limits = ListingLimits(fake.transport)
-    snatch, snatched = snatcher(store, rivals)
-    hold = {"on": False}
-    prov = worker(
-        make, StoreSpy(store, lambda r: snatch(r) if hold["on"] else None), transport=limits
-    )
-    alone = [f"A{i}" for i in range(ORDERS)]
-    for i, sid in enumerate(alone):
-        billing.open(new_order(sid, email=f"a{i}@example.com"))
+    snatch, snatched = snatcher(store, rivals)  # takes S0's server only
+    prov = worker(make, StoreSpy(store, snatch), transport=limits)
+    alone = open_orders(billing, new_order, ORDERS, prefix="A", mail="a")
     assert prov.tick(max_services=8) == ORDERS
     assert (limits.offsets, limits.asked) == ([0], [CLAIM_PAGE]), "alone: the first page"
-    hold["on"] = True
     first = open_orders(billing, new_order, ORDERS)
     assert prov.tick(max_services=8) == ORDERS
     assert len(snatched) == 1
     assert limits.offsets == [0, 0], "the front, until others were seen"
-    second = [f"T{i}" for i in range(ORDERS)]
-    for i, sid in enumerate(second):
-        billing.open(new_order(sid, email=f"t{i}@example.com"))
     asked = len(limits.asked)
+    second = open_orders(billing, new_order, ORDERS, prefix="T", mail="t")
     assert prov.tick(max_services=8) == ORDERS
     assert limits.asked[asked:] == [CLAIM_PAGE]
     assert 0 < limits.offsets[asked] <= 100 - CLAIM_PAGE
